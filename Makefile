@@ -1,0 +1,36 @@
+# facevae: `make demo` runs the whole pipeline on the sample clips; `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU build from this machine's disk; GPU users install their CUDA torch into .venv first.
+TORCH ?= torch==2.13.0
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: setup demo test test-fast bench clean-demo help
+
+help:
+	@echo "make demo       set up .venv, fetch the sample clips, run 'dvc repro' end to end (CPU)"
+	@echo "make test       set up .venv and run every test (slow ones included)"
+	@echo "make test-fast  only the quick tests (-m 'not slow')"
+	@echo "make bench      run the speed benchmarks in bench/"
+
+setup: $(VENV)/.setup-stamp
+
+$(VENV)/.setup-stamp: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+demo: setup
+	dvc repro
+
+test: setup
+	pytest
+
+test-fast: setup
+	pytest -m "not slow"
+
+bench: setup
+	python bench/extract.py
+	python bench/train.py

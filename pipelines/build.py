@@ -1,0 +1,17 @@
+"""DVC stage build@actor: kept faces of data/faces/<actor> -> data/hdf5/<actor>.h5."""
+
+from pathlib import Path
+
+from _common import stage_main, write_json
+
+from facevae.dataset import build_actor_dataset
+
+
+def run(params, actor):
+    counts = build_actor_dataset(Path("data/faces") / actor, Path("data/hdf5") / f"{actor}.h5", params.build)
+    write_json(Path("reports") / actor / "build.json", counts)
+    print(f"{actor}: {counts}")
+
+
+if __name__ == "__main__":
+    stage_main(__doc__, run)

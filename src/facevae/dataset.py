@@ -1,0 +1,176 @@
+"""HDF5 datasets of one actor's aligned faces: the contract between extraction and training.
+
+Layout of `data/hdf5/<actor>.h5`:
+    images     uint8   (N, S, S, 3)  chunked, gzip-compressed
+    landmarks  float32 (N, 68, 2)    in crop pixel coordinates (NaN when unknown)
+    source     str     (N,)          video (or image) file name
+    frame      int64   (N,)          0-based frame index in its video
+    split      uint8   (N,)          0 = train, 1 = val (contiguous time blocks, see `assign_split`)
+    attrs: size, coverage, extract_params (JSON), build_params (JSON), format_version
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import h5py
+import numpy as np
+
+from facevae.atomic import atomic_path
+from facevae.config import BuildConfig
+from facevae.errors import FaceVAEError
+
+SPLITS = {"train": 0, "val": 1}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+FORMAT_VERSION = 1
+
+
+def assign_split(frames: np.ndarray, cfg: BuildConfig) -> np.ndarray:
+    """Split one video's kept frames (any order) into train/val by contiguous time blocks.
+
+    The video's kept frames, in time order, are cut into `val_blocks` equal segments and the
+    last `val_fraction` of each segment goes to val, so val covers the whole video without
+    being a near-copy of its neighbouring train frames.
+    """
+    n = len(frames)
+    split = np.zeros(n, dtype=np.uint8)
+    n_val = int(round(n * cfg.val_fraction))
+    if n_val == 0:
+        return split
+    order = np.argsort(frames, kind="stable")
+    for segment in np.array_split(order, min(cfg.val_blocks, n_val)):
+        take = int(round(len(segment) * cfg.val_fraction)) or 1
+        split[segment[-take:]] = SPLITS["val"]
+    return split
+
+
+def write_dataset(
+    path: str | Path,
+    images: np.ndarray,
+    landmarks: np.ndarray,
+    source: Sequence[str],
+    frame: np.ndarray,
+    split: np.ndarray,
+    attrs: dict[str, Any] | None = None,
+) -> Path:
+    """Write the HDF5 dataset atomically (a temp file renamed into place)."""
+    path = Path(path)
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.shape[1] != images.shape[2]:
+        raise FaceVAEError(f"images must be (N, S, S, 3), got {images.shape}", path)
+    n = len(images)
+    if n == 0:
+        raise FaceVAEError("no images to write", path)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        chunk = (min(n, 256), *images.shape[1:])
+        h5.create_dataset("images", data=images, chunks=chunk, compression="gzip", compression_opts=4)
+        h5.create_dataset("landmarks", data=np.asarray(landmarks, dtype=np.float32).reshape(n, 68, 2))
+        h5.create_dataset("source", data=np.asarray(source, dtype=object), dtype=h5py.string_dtype())
+        h5.create_dataset("frame", data=np.asarray(frame, dtype=np.int64))
+        h5.create_dataset("split", data=np.asarray(split, dtype=np.uint8))
+        h5.attrs["size"] = images.shape[1]
+        h5.attrs["format_version"] = FORMAT_VERSION
+        for key, value in (attrs or {}).items():
+            h5.attrs[key] = value if isinstance(value, (int, float, str)) else json.dumps(value)
+    return path
+
+
+def open_dataset(path: str | Path) -> h5py.File:
+    path = Path(path)
+    if not path.exists():
+        raise FaceVAEError("dataset not found", path)
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as exc:
+        raise FaceVAEError(f"not a readable HDF5 file ({exc})", path) from None
+    missing = {"images", "split"} - set(h5.keys())
+    if missing:
+        h5.close()
+        raise FaceVAEError(f"not a facevae dataset: missing {', '.join(sorted(missing))}", path)
+    return h5
+
+
+def read_split(path: str | Path, split: str) -> np.ndarray:
+    """All images of one split as uint8 (N, S, S, 3), in file order."""
+    if split not in SPLITS:
+        raise FaceVAEError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
+    with open_dataset(path) as h5:
+        mask = h5["split"][:] == SPLITS[split]
+        return h5["images"][:][mask]
+
+
+def dataset_counts(path: str | Path) -> dict[str, int]:
+    with open_dataset(path) as h5:
+        split = h5["split"][:]
+    return {name: int((split == code).sum()) for name, code in SPLITS.items()}
+
+
+def build_actor_dataset(faces_dir: str | Path, out_path: str | Path, cfg: BuildConfig) -> dict[str, int]:
+    """Pack the kept faces of an `extract` output folder into one HDF5 dataset."""
+    import pandas as pd
+
+    faces_dir = Path(faces_dir)
+    table_path, crops_path = faces_dir / "frames.csv", faces_dir / "crops.h5"
+    for required in (table_path, crops_path):
+        if not required.exists():
+            raise FaceVAEError("missing; run `facevae extract` first", required)
+    table = pd.read_csv(table_path, keep_default_na=False)
+    kept = table[(table["kept"] == 1) & (table["crop_index"] >= 0)].reset_index(drop=True)
+    if kept.empty:
+        raise FaceVAEError("no kept faces to build a dataset from", table_path)
+    with h5py.File(crops_path, "r") as h5:
+        crops = h5["images"]
+        index = kept["crop_index"].to_numpy()
+        order = np.argsort(index)  # h5py fancy indexing needs increasing indices
+        images = np.empty((len(index), *crops.shape[1:]), dtype=np.uint8)
+        images[order] = crops[index[order]]
+        extract_params = h5.attrs.get("extract_params", crops.attrs.get("extract_params", "{}"))
+    landmarks = np.stack(
+        [kept[[f"lm_x{i}" for i in range(68)]].to_numpy(), kept[[f"lm_y{i}" for i in range(68)]].to_numpy()],
+        axis=-1,
+    ).astype(np.float32)
+    split = np.zeros(len(kept), dtype=np.uint8)
+    for _, rows in kept.groupby("video").groups.items():
+        rows = np.asarray(rows)
+        split[rows] = assign_split(kept.loc[rows, "frame"].to_numpy(), cfg)
+    extract_info = json.loads(extract_params)
+    write_dataset(
+        out_path, images, landmarks, kept["video"].astype(str).tolist(), kept["frame"].to_numpy(), split,
+        attrs={
+            "coverage": float(extract_info.get("coverage", float("nan"))),
+            "extract_params": extract_info,
+            "build_params": cfg.model_dump(),
+        },
+    )
+    return dataset_counts(out_path)
+
+
+def images_to_hdf5(folder: str | Path, out_path: str | Path, size: int, cfg: BuildConfig) -> dict[str, int]:
+    """The seed's `images_to_hdf5`: every image of a folder, resized to size x size, into one dataset.
+
+    Files are taken in name order, which is treated as time order for the train/val split.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FaceVAEError("not a folder", folder)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FaceVAEError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in folder", folder)
+    images = np.empty((len(files), size, size, 3), dtype=np.uint8)
+    for i, file in enumerate(files):
+        try:
+            with Image.open(file) as img:
+                images[i] = np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.LANCZOS))
+        except (UnidentifiedImageError, OSError) as exc:
+            raise FaceVAEError(f"not a readable image ({exc.__class__.__name__})", file) from None
+    frames = np.arange(len(files))
+    write_dataset(
+        out_path, images, np.full((len(files), 68, 2), np.nan, dtype=np.float32),
+        [f.name for f in files], frames, assign_split(frames, cfg),
+        attrs={"build_params": cfg.model_dump(), "source_folder": str(folder)},
+    )
+    return dataset_counts(out_path)

