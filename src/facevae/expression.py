@@ -1,0 +1,59 @@
+"""Expression features from dlib's 68 landmarks, normalised by inter-ocular distance.
+
+Features are measured in a frame rotated so the eyes are level, so head roll does not leak
+into them (roll is reported on its own). Indices follow the iBUG 300-W 68-point scheme.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+RIGHT_EYE = slice(36, 42)
+LEFT_EYE = slice(42, 48)
+BROWS = slice(17, 27)
+INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))
+EYELID_PAIRS = ((37, 41), (38, 40), (43, 47), (44, 46))
+MOUTH_CORNERS = (48, 54)
+
+FEATURES = ("mouth_open", "mouth_width", "eye_open", "brow_height", "head_roll")
+EXPRESSION_FEATURES = FEATURES[:4]
+
+
+def expression_features(landmarks: np.ndarray) -> np.ndarray:
+    """(N, 68, 2) landmarks -> (N, 5) features in FEATURES order; NaN rows stay NaN."""
+    lm = np.asarray(landmarks, dtype=np.float64).reshape(-1, 68, 2)
+    right_eye, left_eye = lm[:, RIGHT_EYE].mean(1), lm[:, LEFT_EYE].mean(1)
+    eye_vec = left_eye - right_eye
+    iod = np.linalg.norm(eye_vec, axis=1)
+    roll = np.arctan2(eye_vec[:, 1], eye_vec[:, 0])
+    level = _rotate(lm - ((right_eye + left_eye) / 2)[:, None], -roll) / iod[:, None, None]
+
+    def mean_gap(pairs):
+        return np.mean([np.linalg.norm(level[:, a] - level[:, b], axis=1) for a, b in pairs], axis=0)
+
+    mouth_open = mean_gap(INNER_LIP_PAIRS)
+    mouth_width = mean_gap((MOUTH_CORNERS,))
+    eye_open = mean_gap(EYELID_PAIRS)
+    brow_height = -level[:, BROWS, 1].mean(1)  # image y grows downwards; eyes are at y=0
+    return np.stack([mouth_open, mouth_width, eye_open, brow_height, np.degrees(roll)], axis=1)
+
+
+def _rotate(points: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    cos, sin = np.cos(angle)[:, None], np.sin(angle)[:, None]
+    x, y = points[..., 0], points[..., 1]
+    return np.stack([cos * x - sin * y, sin * x + cos * y], axis=-1)
+
+
+def pearson_r(a: np.ndarray, b: np.ndarray) -> float:
+    """Correlation of two series over their common finite entries (NaN when undefined)."""
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
+        return float("nan")
+    return float(np.corrcoef(a[ok], b[ok])[0, 1])
+
+
+def gain(driver: np.ndarray, output: np.ndarray) -> float:
+    """std(output) / std(driver): below 1 the actor under-acts the driver, above 1 over-acts."""
+    ok = np.isfinite(driver) & np.isfinite(output)
+    spread = np.std(driver[ok]) if ok.any() else 0.0
+    return float(np.std(output[ok]) / spread) if spread > 0 else float("nan")
