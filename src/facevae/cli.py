@@ -93,6 +93,43 @@ def images_to_hdf5_cmd(
     typer.echo(f"{out}: {counts['train']} train, {counts['val']} val")
 
 
+# ---- extraction -------------------------------------------------------------------------------
+
+
+@app.command("extract")
+@user_errors
+def extract_cmd(
+    inputs: List[Path] = typer.Argument(
+        ..., metavar="VIDEO_OR_DIR", help="Video files and/or folders of videos (searched recursively)."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder; it appears only when the run succeeds."),
+    params: Path = ParamsOption,
+    overrides: Optional[List[str]] = SetOption,
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="A progress bar per video."),
+):
+    """Find, align and filter one actor's face in every frame of their videos.
+
+    Writes into OUT:
+
+    - frames.csv: one row per decoded frame: kept (0/1), reason (no_face, multiple_faces, wrong_identity,
+    tiny, pose, blur), face box, det_score, sharpness, roll, yaw, size, identity distance, 68 landmarks.
+
+    - crops.h5: `images`, an aligned crop for every frame with a face, kept or dropped (frames.csv crop_index).
+
+    - summary.json: counts per video and reason, and the videos skipped.  crops/: PNGs of the kept faces.
+
+    Example: facevae extract data/raw/pexels --out data/faces/pexels --set extract.on_error=skip
+    """
+    from facevae.extract import extract_actor
+
+    cfg = load_params(params, overrides)
+    summary = extract_actor(inputs, out, cfg.extract, progress=progress)
+    dropped = ", ".join(f"{reason} {n}" for reason, n in summary.dropped.items() if n) or "none"
+    typer.echo(f"{out}: kept {summary.kept} of {summary.frames} frames (dropped: {dropped})")
+    for name, reason in summary.skipped.items():
+        typer.echo(f"skipped {name}: {reason}", err=True)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -34,12 +34,15 @@ class ExtractConfig(Section):
     upsample: int = Field(1, ge=0, le=3)
     redetect_every: int = Field(12, ge=1)
     crop_size: int = Field(64, ge=16, le=1024)
-    coverage: float = Field(1.6, gt=0.5, le=4.0)
+    coverage: float = Field(2.2, gt=0.5, le=4.0)
     min_face_px: float = Field(48, ge=0)
     min_sharpness: float = Field(15.0, ge=0)
     max_roll_deg: float = Field(30.0, gt=0, le=180)
     max_yaw: float = Field(0.45, gt=0)
     identity_threshold: float = Field(0.6, gt=0)
+    identity_every: int = Field(90, ge=1)
+    track_min_similarity: float = Field(0.5, ge=-1.0, le=1.0)
+    scene_cut: float = Field(30.0, gt=0)
     on_error: Literal["fail", "skip"] = "fail"
     save_crops: bool = True
 
@@ -94,6 +97,7 @@ class TrainConfig(Section):
 class MlflowConfig(Section):
     tracking_uri: str = "sqlite:///mlruns/mlflow.db"
     artifact_location: str = "mlruns/artifacts"
+    enabled: bool = True
     register_model: bool = True
 
     def resolved_tracking_uri(self) -> str:

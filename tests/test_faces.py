@@ -1,0 +1,143 @@
+"""Detection, landmarks, descriptors and alignment on real pictures (scikit-image's astronaut)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+from media import astronaut_frames
+
+from facevae.errors import FaceVAEError
+from facevae.faces import (
+    LEFT_EYE,
+    RIGHT_EYE,
+    TEMPLATE_68,
+    CnnDetector,
+    FaceAligner,
+    FaceEncoder,
+    HogDetector,
+    box_iou,
+    eye_centres,
+    model_path,
+    pose_measures,
+    template_in_crop,
+    to_grey,
+    transform_points,
+    umeyama,
+)
+
+
+@pytest.fixture(scope="module")
+def aligner():
+    return FaceAligner(crop_size=64, coverage=1.6, detector=HogDetector(detect_width=256, upsample=1))
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    return astronaut_frames(1)[0]
+
+
+def rotate(image: np.ndarray, degrees: float) -> np.ndarray:
+    """Counter-clockwise on screen, about the centre."""
+    h, w = image.shape[:2]
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    return cv2.warpAffine(image, matrix, (w, h), borderMode=cv2.BORDER_REPLICATE)
+
+
+def test_dlib_models_are_found_without_importing_their_package():
+    for name in ("shape_predictor_68_face_landmarks.dat", "dlib_face_recognition_resnet_model_v1.dat"):
+        assert model_path(name).is_file()
+    with pytest.raises(FaceVAEError, match="dlib model file is missing") as info:
+        model_path("no_such_model.dat")
+    assert info.value.path.name == "no_such_model.dat"
+
+
+def test_umeyama_recovers_a_similarity():
+    points = np.random.default_rng(0).normal(size=(13, 2)) * 50
+    angle, scale, shift = np.radians(25), 1.7, np.array([12.0, -7.0])
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    moved = points @ (scale * rotation).T + shift
+    matrix = umeyama(points, moved)
+    assert np.allclose(matrix[:, :2], scale * rotation) and np.allclose(matrix[:, 2], shift)
+
+
+def test_hog_boxes_come_back_in_source_pixels(astronaut):
+    full = HogDetector(detect_width=256, upsample=1).detect(astronaut)
+    small = HogDetector(detect_width=128, upsample=1).detect(astronaut)  # detects on a half-size copy
+    assert len(full) == len(small) == 1
+    assert box_iou(full[0].box, small[0].box) > 0.6
+
+
+def test_cnn_detector_finds_the_face(astronaut):
+    found = CnnDetector(detect_width=128, upsample=1).detect(astronaut)
+    hog = HogDetector(detect_width=256).detect(astronaut)
+    assert len(found) == 1 and box_iou(found[0].box, hog[0].box) > 0.5
+
+
+def test_no_face_in_a_cup_of_coffee(aligner):
+    assert aligner.align(skimage.data.coffee()) == []
+    assert aligner.align_one(skimage.data.coffee()) is None
+
+
+def assert_eyes_on_template(face, crop_size=64, coverage=1.6, tolerance_px=2.5):
+    template = template_in_crop(crop_size, coverage)
+    for eye in (LEFT_EYE, RIGHT_EYE):
+        assert np.linalg.norm(face.landmarks[eye].mean(axis=0) - template[eye].mean(axis=0)) < tolerance_px
+
+
+def test_aligned_crop_puts_the_eyes_on_the_template(aligner, astronaut):
+    face = aligner.align_one(astronaut)
+    assert face.crop.shape == (64, 64, 3) and face.crop.dtype == np.uint8
+    assert_eyes_on_template(face)
+    # the matrix maps source landmarks to the crop landmarks reported
+    assert np.allclose(transform_points(face.matrix, face.source_landmarks), face.landmarks)
+    assert abs(face.roll_deg) < 8 and abs(face.yaw) < 0.3
+    assert 80 < face.face_px < 140 and face.sharpness > 50
+
+
+def test_a_tilted_head_is_measured_and_straightened(aligner, astronaut):
+    upright = aligner.align_one(astronaut)
+    tilted = aligner.align_one(rotate(astronaut, 12))
+    assert tilted.roll_deg == pytest.approx(upright.roll_deg - 12, abs=3)
+    assert_eyes_on_template(tilted)
+
+
+def test_crop_size_and_coverage_are_honoured(astronaut):
+    aligner = FaceAligner(crop_size=96, coverage=2.2, detector=HogDetector(detect_width=256))
+    face = aligner.align_one(astronaut)
+    assert face.crop.shape == (96, 96, 3)
+    assert_eyes_on_template(face, crop_size=96, coverage=2.2, tolerance_px=4)
+
+
+def test_a_stranger_goes_through_the_same_path(aligner, astronaut):
+    """align() is detect + landmarks + align_landmarks: a tracker or a driver's frame that
+    supplies the landmarks gets exactly the same crop."""
+    face = aligner.align_one(astronaut)
+    again = aligner.align_landmarks(astronaut, aligner.landmarks(to_grey(astronaut), face.box), box=face.box)
+    assert np.array_equal(face.crop, again.crop) and np.allclose(face.matrix, again.matrix)
+
+
+def test_blur_lowers_sharpness(aligner, astronaut):
+    face = aligner.align_one(astronaut)
+    blurred = aligner.align_landmarks(cv2.GaussianBlur(astronaut, (0, 0), 3), face.source_landmarks)
+    assert blurred.sharpness < face.sharpness / 3
+
+
+def test_pose_measures_of_the_template():
+    landmarks = TEMPLATE_68 * 40 + 100  # a frontal face, eye centres 40 * ~0.96 px apart
+    roll_deg, yaw, face_px = pose_measures(landmarks)
+    left, right = eye_centres(landmarks)
+    assert abs(roll_deg) < 2 and abs(yaw) < 0.05
+    assert face_px == pytest.approx(2.5 * np.linalg.norm(right - left))
+    turned = landmarks.copy()
+    turned[30, 0] += 0.5 * np.linalg.norm(right - left) / 2  # nose tip half way to an eye
+    assert pose_measures(turned)[1] == pytest.approx(yaw + 0.5, abs=0.01)
+
+
+def test_descriptors_tell_the_same_person(aligner):
+    encoder = FaceEncoder()
+    first, later = astronaut_frames(8)[0], astronaut_frames(8)[7]
+    a = encoder.encode(first, aligner.align_one(first).source_landmarks)
+    b = encoder.encode(later, aligner.align_one(later).source_landmarks)
+    assert a.shape == (128,) and np.linalg.norm(a - b) < 0.3
