@@ -346,7 +346,7 @@ class FaceAligner:
     def __init__(
         self,
         crop_size: int = 64,
-        coverage: float = 1.6,
+        coverage: float = 2.2,
         detector: Detector | None = None,
         predictor: LandmarkPredictor | None = None,
     ):
