@@ -130,6 +130,190 @@ def extract_cmd(
         typer.echo(f"skipped {name}: {reason}", err=True)
 
 
+# ---- training ---------------------------------------------------------------------------------
+
+
+@app.command("train")
+@user_errors
+def train_cmd(
+    data: Path = typer.Option(..., "--data", help="The actor's HDF5 dataset (facevae build), e.g. data/hdf5/pexels.h5."),
+    actor: str = typer.Option(..., "--actor", help="Actor name: MLflow experiment and registered model facevae-ACTOR."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: models/ACTOR)."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue from OUT/checkpoint.pt (same MLflow run), bit-identical to an uninterrupted run; starts fresh without one."
+    ),
+    device: Optional[str] = typer.Option(
+        None, "--device", help="auto (CUDA when present, else CPU) | cpu | cuda | cuda:N (default: train.device)."
+    ),
+    params: Path = ParamsOption,
+    overrides: Optional[List[str]] = SetOption,
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="A progress bar with loss and images/s."),
+):
+    """Train the VAE on one actor's faces and register it in MLflow.
+
+    Writes into OUT: model.pt (weights + model config), config.json, metrics.json, history.csv (per-epoch losses, for `dvc plots`), checkpoint.pt (every epoch) and mlflow.json (run and model URIs).
+
+    With mlflow.enabled the run is logged to mlflow.tracking_uri (MLFLOW_TRACKING_URI wins), with face grids every train.log_images_every epochs, and a new version of model facevae-ACTOR is registered (its first version gets alias @champion).
+
+    Example: facevae train --data data/hdf5/pexels.h5 --actor pexels --set train.epochs=20
+    """
+    from facevae.train import train
+
+    cfg = load_params(params, [*(overrides or []), *([f"train.device={device}"] if device else [])])
+    result = train(data, actor, cfg, out or Path("models") / actor, resume=resume, progress=progress)
+    m = result.metrics
+    val = "n/a" if m["val_loss"] is None else f"{m['val_loss']:.1f}"
+    typer.echo(
+        f"{result.model_path}: {m['epochs']} epochs, train loss {m['train_loss']:.1f}, "
+        f"val loss {val}, {m['images_per_s']:.0f} images/s"
+    )
+    if result.model_version:
+        typer.echo(f"registered facevae-{actor} version {result.model_version} (run {result.run_id})")
+
+
+# ---- inference --------------------------------------------------------------------------------
+
+ModelOption = typer.Option(
+    ...,
+    "--model",
+    "-m",
+    help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model, a model.pt (or its folder), "
+    "or an actor name meaning models:/facevae-ACTOR@champion. MLflow URIs use mlflow.tracking_uri.",
+)
+WALK_MODES = ("linear", "slerp")
+
+
+def load_actor_model(model: str, params: Path, overrides: Optional[List[str]]):
+    """(params, ActorModel); explicit --set extract.crop_size/coverage must match the model's."""
+    from facevae.inference import ActorModel, requested_crop
+
+    cfg = load_params(params, overrides)
+    return cfg, ActorModel.load(model, cfg, requested=requested_crop(overrides))
+
+
+@app.command("reconstruct")
+@user_errors
+def reconstruct_cmd(
+    model: str = ModelOption,
+    source: Path = typer.Option(..., "--input", "-i", help="A driver video, a photo, or a folder of photos."),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="OUT.mp4 (or .mov/.mkv/.avi) for a video; a folder, or OUT.png for one photo."
+    ),
+    save_arrays: Optional[Path] = typer.Option(
+        None, "--save-arrays", help="Also write OUT.npz: `driver` and `output` uint8 (N,S,S,3) per frame, `found` (N,)."
+    ),
+    upscale: int = typer.Option(
+        1, "--upscale", min=1, max=16, help="Render faces K times the model's crop size (e.g. 4: 256 px for 64 px crops)."
+    ),
+    params: Path = ParamsOption,
+    overrides: Optional[List[str]] = SetOption,
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="A progress bar."),
+):
+    """Let a driver's face drive the actor: driver | actor, side by side, frame by frame.
+
+    Faces are found and aligned exactly as extraction does (same detector, tracker and alignment, at the model's own crop geometry), encoded to their latent mean and decoded as the actor.
+
+    A video keeps the input's frame rate, frame count and audio; a frame without a face holds the previous output (a grey frame before the first face) and is counted. A photo, or a folder of photos, gives PNGs (photos without a face in a folder are skipped and listed).
+
+    Example: facevae reconstruct --model pexels --input data/drivers/single_face.mp4 --output out.mp4 --upscale 4
+    """
+    from facevae.drive import reconstruct
+
+    cfg, actor_model = load_actor_model(model, params, overrides)
+    summary = reconstruct(actor_model, source, output, cfg.extract, upscale, save_arrays, progress=progress)
+    typer.echo(summary.describe())
+    if summary.skipped:
+        typer.echo(f"no face in: {', '.join(summary.skipped)}", err=True)
+    if summary.arrays is not None:
+        typer.echo(f"{summary.arrays}: driver and output crops")
+
+
+@app.command("walk")
+@user_errors
+def walk_cmd(
+    model: str = ModelOption,
+    face_a: str = typer.Option(..., "--from", help="A photo (its largest face is aligned) or a dataset row FILE.h5:INDEX."),
+    face_b: str = typer.Option(..., "--to", help="Same, the other end of the walk."),
+    output: Path = typer.Option(..., "--output", "-o", help="walk.gif, or a video (walk.mp4)."),
+    steps: int = typer.Option(60, "--steps", min=2, help="Frames from A to B, both included."),
+    mode: str = typer.Option("linear", "--mode", help="linear (a straight line) | slerp (great circle)."),
+    upscale: int = typer.Option(4, "--upscale", min=1, max=16, help="Faces K times the model's crop size."),
+    fps: float = typer.Option(20.0, "--fps", min=1.0, max=120.0),
+    bounce: bool = typer.Option(False, "--bounce", help="Walk back to A as well (a seamless loop)."),
+    params: Path = ParamsOption,
+    overrides: Optional[List[str]] = SetOption,
+):
+    """Morph the actor from face A's expression to face B's through the latent space.
+
+    Example: facevae walk --model pexels --from data/drivers/single_face.jpg --to data/hdf5/pexels.h5:100 --mode slerp --output walk.gif
+    """
+    from facevae.drive import load_face, render_walk
+
+    if mode not in WALK_MODES:
+        raise FaceVAEError(f"--mode must be one of {', '.join(WALK_MODES)}, got {mode!r}")
+    cfg, actor_model = load_actor_model(model, params, overrides)
+    a = load_face(face_a, cfg.extract, actor_model.crop)
+    b = load_face(face_b, cfg.extract, actor_model.crop)
+    render_walk(actor_model, a, b, output, steps=steps, mode=mode, upscale=upscale, fps=fps, bounce=bounce)
+    size = actor_model.image_size * upscale
+    typer.echo(f"{output}: {steps} steps ({mode}) {'and back ' if bounce else ''}at {size}x{size}")
+
+
+@app.command("sample")
+@user_errors
+def sample_cmd(
+    model: str = ModelOption,
+    n: int = typer.Option(64, "--n", min=1, max=4096, help="How many faces."),
+    output: Path = typer.Option(..., "--output", "-o", help="The grid, a .png."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same faces."),
+    upscale: int = typer.Option(1, "--upscale", min=1, max=16, help="Faces K times the model's crop size."),
+    temperature: float = typer.Option(1.0, "--temperature", min=0.0, help="Scale of z ~ N(0, T^2 I); < 1 gives more typical faces."),
+    params: Path = ParamsOption,
+    overrides: Optional[List[str]] = SetOption,
+):
+    """Faces the actor never made: decode samples of the prior N(0, I), as one grid.
+
+    Example: facevae sample --model pexels --n 64 --seed 1 --output samples.png
+    """
+    from facevae.drive import render_samples
+
+    _, actor_model = load_actor_model(model, params, overrides)
+    render_samples(actor_model, n, output, seed=seed, upscale=upscale, temperature=temperature)
+    typer.echo(f"{output}: {n} prior samples (seed {seed})")
+
+
+# ---- evaluation -------------------------------------------------------------------------------
+
+
+@app.command("evaluate")
+@user_errors
+def evaluate_cmd(
+    model: Path = typer.Option(..., help="A training output folder (models/<actor>/, with model.pt)."),
+    data: Path = typer.Option(..., help="The actor's HDF5 dataset (val split: reconstruction; train: baselines)."),
+    driver: List[Path] = typer.Option(..., help="Another person's clip or photo; repeat for several."),
+    out: Path = typer.Option(Path("reports/eval"), help="Folder for metrics.json, summary.png/.html, plot CSVs."),
+    params: Path = ParamsOption,
+    overrides: Optional[List[str]] = SetOption,
+):
+    """Measure reconstruction and expression transfer next to nearest-neighbour and PCA baselines.
+
+    Logs the numbers and the report to the model's MLflow run (models/<actor>/mlflow.json) and moves
+    the `champion` alias to this version only when evaluate.champion_metric is better.
+    """
+    from facevae.evaluate import run_evaluation
+
+    cfg = load_params(params, overrides)
+    headline = run_evaluation(model, data, driver, cfg, out)
+    for key, value in headline.items():
+        if isinstance(value, float):
+            typer.echo(f"{key:>16}: {value:.4f}")
+    if headline.get("champion"):
+        decision = headline["champion"]
+        typer.echo(f"champion: version {decision['champion_version']} "
+                   f"({'promoted' if decision['promoted'] else 'unchanged'})")
+    typer.echo(f"report: {out / 'summary.html'}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

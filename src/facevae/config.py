@@ -104,6 +104,33 @@ class MlflowConfig(Section):
         return os.environ.get("MLFLOW_TRACKING_URI") or self.tracking_uri
 
 
+class EvaluateConfig(Section):
+    # driver clips per actor: another person's face, so transfer is measured on a stranger
+    drivers: dict[str, list[Path]] = {
+        "pexels": [Path("data/drivers/single_face.mp4")],
+        "feat": [Path("data/raw/pexels/WolfgangLanger_Pexels.mp4")],
+    }
+    identity_frames: int = Field(40, ge=1)
+    champion_metric: Literal[
+        "expression_r", "expression_gain", "identity_pass", "sharpness",
+        "val_neg_elbo", "val_mse", "val_ssim", "val_psnr",
+    ] = "expression_r"
+
+
+class DemoConfig(Section):
+    # driver video per actor for reports/<actor>/demo.mp4: another person's face drives the actor
+    drivers: dict[str, Path] = {
+        "pexels": Path("data/drivers/single_face.mp4"),
+        "feat": Path("data/raw/pexels/WolfgangLanger_Pexels.mp4"),
+    }
+    upscale: int = Field(4, ge=1, le=16)
+    walk_steps: int = Field(60, ge=2)
+    walk_mode: Literal["linear", "slerp"] = "slerp"
+    walk_fps: float = Field(20.0, gt=0, le=120)
+    samples: int = Field(64, ge=1, le=4096)
+    seed: int = 0
+
+
 class Params(Section):
     actors: list[str] = ["pexels", "feat"]
     samples: SamplesConfig = SamplesConfig()
@@ -112,6 +139,8 @@ class Params(Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     mlflow: MlflowConfig = MlflowConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    demo: DemoConfig = DemoConfig()
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS, overrides: list[str] | None = None) -> Params:

@@ -174,3 +174,12 @@ def images_to_hdf5(folder: str | Path, out_path: str | Path, size: int, cfg: Bui
         attrs={"build_params": cfg.model_dump(), "source_folder": str(folder)},
     )
     return dataset_counts(out_path)
+
+
+def crop_geometry(path: str | Path) -> dict[str, Any] | None:
+    """{"size", "coverage"} of a dataset's crops, when its attrs record them (extract outputs do)."""
+    with open_dataset(path) as h5:
+        size, coverage = h5.attrs.get("size"), h5.attrs.get("coverage")
+    if size is None or coverage is None or not np.isfinite(coverage):
+        return None
+    return {"size": int(size), "coverage": float(coverage)}

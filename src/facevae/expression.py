@@ -17,6 +17,7 @@ MOUTH_CORNERS = (48, 54)
 
 FEATURES = ("mouth_open", "mouth_width", "eye_open", "brow_height", "head_roll")
 EXPRESSION_FEATURES = FEATURES[:4]
+FLAT = 1e-9  # a series with less spread than this does not move (float noise aside)
 
 
 def expression_features(landmarks: np.ndarray) -> np.ndarray:
@@ -47,7 +48,7 @@ def _rotate(points: np.ndarray, angle: np.ndarray) -> np.ndarray:
 def pearson_r(a: np.ndarray, b: np.ndarray) -> float:
     """Correlation of two series over their common finite entries (NaN when undefined)."""
     ok = np.isfinite(a) & np.isfinite(b)
-    if ok.sum() < 3 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
+    if ok.sum() < 3 or np.std(a[ok]) < FLAT or np.std(b[ok]) < FLAT:
         return float("nan")
     return float(np.corrcoef(a[ok], b[ok])[0, 1])
 
@@ -56,4 +57,4 @@ def gain(driver: np.ndarray, output: np.ndarray) -> float:
     """std(output) / std(driver): below 1 the actor under-acts the driver, above 1 over-acts."""
     ok = np.isfinite(driver) & np.isfinite(output)
     spread = np.std(driver[ok]) if ok.any() else 0.0
-    return float(np.std(output[ok]) / spread) if spread > 0 else float("nan")
+    return float(np.std(output[ok]) / spread) if spread > FLAT else float("nan")

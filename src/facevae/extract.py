@@ -33,7 +33,7 @@ from facevae.atomic import atomic_dir
 from facevae.config import ExtractConfig
 from facevae.errors import FaceVAEError
 from facevae.faces import AlignedFace, FaceAligner, FaceEncoder
-from facevae.facetrack import FaceTracker
+from facevae.facetrack import FaceTracker, Track
 from facevae.video import VIDEO_SUFFIXES, iter_frames, probe
 
 REASONS = ("no_face", "multiple_faces", "wrong_identity", "tiny", "pose", "blur")
@@ -218,8 +218,7 @@ def extract_video(
         CropWriter(part_path, cfg.crop_size) as crops,
         tqdm(total=total, desc=path.name, unit="frame", disable=not progress, leave=True) as bar,
     ):
-        for index, time_s, rgb in iter_frames(path):
-            found, detected = tracker.step(index, rgb)
+        for index, time_s, rgb, found, detected in track_video(path, tracker):
             records = []
             for track, face in found:
                 quality = quality_reason(face, cfg)
@@ -231,6 +230,17 @@ def extract_video(
             frames.append(FrameRecord(index, time_s, records, detected))
             bar.update()
     return VideoResult(path, frames, samples, part_path, time.perf_counter() - started)
+
+
+def track_video(
+    path: Path, tracker: FaceTracker
+) -> Iterator[tuple[int, float, np.ndarray, list[tuple[Track, AlignedFace]], bool]]:
+    """Per decoded frame: (index, time_s, rgb, faces followed with their tracks, whether full
+    detection ran). The one frame loop extraction and inference (a driver's video) share, so a
+    driver's faces are found and followed exactly as the actor's were."""
+    for index, time_s, rgb in iter_frames(path):
+        found, detected = tracker.step(index, rgb)
+        yield index, time_s, rgb, found, detected
 
 
 def face_record(face: AlignedFace, track: int, part_index: int, quality: str) -> FaceRecord:

@@ -1,0 +1,51 @@
+"""DVC stage demo@actor: models/<actor>/model.pt -> reports/<actor>/{demo.mp4, walk.gif, samples.png, demo.json}.
+
+- demo.mp4: params `demo.drivers.<actor>` (another person's video) drives the actor, side by side.
+- walk.gif: a latent walk between two of the actor's own expressions far apart in latent space
+  (picked from data/hdf5/<actor>.h5), there and back.
+- samples.png: faces decoded from prior samples.
+- demo.json: frame counts of the demo video (with a face, held, blank).
+
+The model comes from the train stage's output, not from the registry, so the stage graph is
+honest: a new model.pt re-renders the demo.
+"""
+
+from pathlib import Path
+
+from _common import stage_main, write_json
+
+from facevae.drive import reconstruct_video, render_samples, render_walk, walk_endpoints
+from facevae.errors import FaceVAEError
+from facevae.inference import ActorModel
+
+
+def run(params, actor):
+    cfg = params.demo
+    if actor not in cfg.drivers:
+        raise FaceVAEError(f"no demo driver for actor {actor!r}: add demo.drivers.{actor} (a video) to params.yaml")
+    model = ActorModel.from_file(Path("models") / actor / "model.pt", params.extract)
+    out = Path("reports") / actor
+    summary = reconstruct_video(model, cfg.drivers[actor], out / "demo.mp4", params.extract, upscale=cfg.upscale)
+    print(summary.describe())
+    face_a, face_b = walk_endpoints(model, Path("data/hdf5") / f"{actor}.h5")
+    render_walk(
+        model, face_a, face_b, out / "walk.gif", steps=cfg.walk_steps, mode=cfg.walk_mode,
+        upscale=cfg.upscale, fps=cfg.walk_fps, bounce=True,
+    )  # fmt: skip
+    render_samples(model, cfg.samples, out / "samples.png", seed=cfg.seed, upscale=2)
+    write_json(
+        out / "demo.json",
+        {
+            "driver": str(cfg.drivers[actor]),
+            "frames": summary.frames,
+            "frames_with_face": summary.with_face,
+            "frames_held": summary.held,
+            "frames_blank": summary.blank,
+            "fps": summary.fps,
+        },
+    )
+    print(f"{out}: demo.mp4, walk.gif, samples.png, demo.json")
+
+
+if __name__ == "__main__":
+    stage_main(__doc__, run)

@@ -1,0 +1,256 @@
+"""Evaluation: how well a model reconstructs its actor and carries another face's expression.
+
+For one actor model it measures, next to two baselines (nearest neighbour, PCA):
+1. reconstruction of the actor's `val` split (MSE, PSNR, SSIM, negative ELBO, KL per dimension);
+2. expression transfer on driver clips: landmark features of driver and output, per feature
+   Pearson r and gain std(output)/std(driver);
+3. identity: share of outputs whose dlib descriptor is within the threshold of the actor's centroid;
+4. sharpness: median Laplacian variance of outputs over that of the actor's own crops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from facevae.baselines import NearestNeighbour, PCABaseline
+from facevae.expression import EXPRESSION_FEATURES, FEATURES, expression_features, gain, pearson_r
+from facevae.inference import ActorModel
+from facevae.faces import FaceEncoder, HogDetector, LandmarkPredictor, landmark_box, template_in_crop, to_grey
+from facevae.metrics import (
+    active_dimensions,
+    kl_per_dimension,
+    laplacian_sharpness,
+    reconstruction_metrics,
+)
+from facevae.model import VAE, vae_loss
+
+OUTPUT_UPSCALE = 4  # landmarks of 64 px outputs are fitted on a 4x enlargement
+BATCH = 256
+
+Translator = Callable[[np.ndarray], np.ndarray]  # aligned driver crops -> actor faces (uint8 NHWC)
+
+
+@dataclass
+class DriverClip:
+    """A driver's aligned faces: only frames where a face was found."""
+
+    name: str
+    crops: np.ndarray  # uint8 (N, S, S, 3)
+    landmarks: np.ndarray  # (N, 68, 2) crop pixels
+    frames: np.ndarray  # (N,) frame index in the clip
+
+
+@dataclass
+class TransferResult:
+    scores: dict[str, float]
+    driver_features: np.ndarray
+    output_features: np.ndarray
+    outputs: np.ndarray = field(repr=False)
+
+
+class OutputFaceReader:
+    """Landmarks and identity descriptors of small aligned faces (model outputs, actor crops)."""
+
+    def __init__(self, crop_size: int, coverage: float, identity_threshold: float = 0.6):
+        size = crop_size * OUTPUT_UPSCALE
+        self.detector = HogDetector(detect_width=size, upsample=0)
+        self.predictor = LandmarkPredictor()
+        self.encoder = FaceEncoder()
+        self.threshold = identity_threshold
+        # the aligned template's box is where the face is when the detector misses
+        self.fallback_box = landmark_box(template_in_crop(size, coverage))
+
+    def enlarge(self, image: np.ndarray) -> np.ndarray:
+        import cv2
+
+        return cv2.resize(image, None, fx=OUTPUT_UPSCALE, fy=OUTPUT_UPSCALE, interpolation=cv2.INTER_CUBIC)
+
+    def landmarks(self, images: np.ndarray) -> np.ndarray:
+        """(N, 68, 2) landmarks in the images' own pixel coordinates."""
+        out = np.empty((len(images), 68, 2))
+        for i, image in enumerate(images):
+            big = self.enlarge(image)
+            found = self.detector.detect(big)
+            box = max(found, key=lambda d: d.score).box if found else self.fallback_box
+            out[i] = self.predictor.predict(to_grey(big), box) / OUTPUT_UPSCALE
+        return out
+
+    def descriptors(self, images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        return np.stack([self.encoder.encode(self.enlarge(im), lm * OUTPUT_UPSCALE) for im, lm in zip(images, landmarks)])
+
+    def identity_pass(self, images: np.ndarray, landmarks: np.ndarray, centroid: np.ndarray) -> float:
+        dist = np.linalg.norm(self.descriptors(images, landmarks) - centroid, axis=1)
+        return float((dist < self.threshold).mean())
+
+
+def spread(n: int, k: int) -> np.ndarray:
+    """k indices spread evenly over range(n) (all of them when k >= n)."""
+    return np.arange(n) if k >= n else np.linspace(0, n - 1, k).round().astype(int)
+
+
+# ---- the model -----------------------------------------------------------------------------------
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    return x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+@torch.no_grad()
+def vae_reconstruction(model: VAE, images: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
+    """Reconstruction metrics of the VAE on `images`, plus KL per latent dimension."""
+    model.eval()
+    recons, mus, logvars, elbo, kl = [], [], [], 0.0, 0.0
+    for i in range(0, len(images), BATCH):
+        x = to_tensor(images[i:i + BATCH])
+        out = model(x)
+        loss = vae_loss(out, x, model.cfg)
+        elbo += float(loss.recon + loss.kl) * len(x)  # the ELBO itself, whatever beta trained with
+        kl += float(loss.kl) * len(x)
+        recons.append(to_uint8(out.recon))
+        mus.append(out.mu.numpy())
+        logvars.append(out.logvar.numpy())
+    kl_dims = kl_per_dimension(np.concatenate(mus), np.concatenate(logvars))
+    metrics = reconstruction_metrics(images, np.concatenate(recons))
+    metrics.update(neg_elbo=elbo / len(images), kl=kl / len(images), active_dims=active_dimensions(kl_dims))
+    return metrics, kl_dims
+
+
+# ---- transfer -----------------------------------------------------------------------------------
+
+
+def transfer_scores(driver_features: np.ndarray, output_features: np.ndarray) -> dict[str, float]:
+    scores: dict[str, float] = {}
+    for i, name in enumerate(FEATURES):
+        scores[f"r_{name}"] = pearson_r(driver_features[:, i], output_features[:, i])
+        scores[f"gain_{name}"] = gain(driver_features[:, i], output_features[:, i])
+    # an output that does not move has no correlation to speak of: it counts as r = 0
+    scores["expression_r"] = float(np.mean([np.nan_to_num(scores[f"r_{n}"]) for n in EXPRESSION_FEATURES]))
+    scores["expression_gain"] = float(np.nanmean([scores[f"gain_{n}"] for n in EXPRESSION_FEATURES]))
+    return scores
+
+
+def evaluate_transfer(
+    translate: Translator,
+    clip: DriverClip,
+    reader: OutputFaceReader,
+    actor_centroid: np.ndarray,
+    actor_sharpness: float,
+    identity_frames: int,
+) -> TransferResult:
+    outputs = translate(clip.crops)
+    out_landmarks = reader.landmarks(outputs)
+    driver_features = expression_features(clip.landmarks)
+    output_features = expression_features(out_landmarks)
+    scores = transfer_scores(driver_features, output_features)
+    pick = spread(len(outputs), identity_frames)
+    scores["identity_pass"] = reader.identity_pass(outputs[pick], out_landmarks[pick], actor_centroid)
+    scores["sharpness"] = float(np.median(laplacian_sharpness(outputs)) / actor_sharpness)
+    scores["frames"] = len(outputs)
+    return TransferResult(scores, driver_features, output_features, outputs)
+
+
+def actor_reference(reader: OutputFaceReader, actor_images: np.ndarray, identity_frames: int) -> tuple[np.ndarray, float]:
+    """The actor's identity centroid and median sharpness, measured like the outputs are."""
+    pick = actor_images[spread(len(actor_images), identity_frames)]
+    centroid = reader.descriptors(pick, reader.landmarks(pick)).mean(0)
+    return centroid, float(np.median(laplacian_sharpness(actor_images)))
+
+
+def baselines(train_images: np.ndarray, latent_dim: int) -> dict[str, Translator]:
+    return {"nearest_neighbour": NearestNeighbour(train_images), "pca": PCABaseline(train_images, latent_dim)}
+
+
+# ---- one model, every driver: the report ------------------------------------------------------
+
+MODES = ("vae", "nearest_neighbour", "pca")
+LOWER_IS_BETTER = {"val_neg_elbo", "val_mse"}
+
+
+@dataclass
+class Evaluation:
+    metrics: dict  # nested, as written to metrics.json
+    kl_dims: np.ndarray
+    transfers: dict[str, dict[str, TransferResult]]  # driver -> mode -> result
+    clips: dict[str, DriverClip]
+
+    def headline(self) -> dict[str, float]:
+        """Flat numbers for MLflow and the champion decision: the VAE's val and mean transfer scores."""
+        flat = {f"val_{k}": v for k, v in self.metrics["reconstruction"]["vae"].items()}
+        if self.transfers:
+            for key in ("expression_r", "expression_gain", "identity_pass", "sharpness"):
+                flat[key] = float(np.nanmean([t["vae"].scores[key] for t in self.transfers.values()]))
+        return flat
+
+
+def evaluate_model(
+    actor: ActorModel,
+    train_images: np.ndarray,
+    val_images: np.ndarray,
+    clips: list[DriverClip],
+    identity_frames: int = 40,
+    identity_threshold: float = 0.6,
+) -> Evaluation:
+    recon = {}
+    recon["vae"], kl_dims = vae_reconstruction(actor.vae, val_images)
+    translators = {"vae": actor.reconstruct, **baselines(train_images, actor.latent_dim)}
+    for mode in MODES[1:]:
+        recon[mode] = reconstruction_metrics(val_images, translators[mode](val_images))
+    reader = OutputFaceReader(actor.crop.size, actor.crop.coverage, identity_threshold)
+    centroid, actor_sharpness = actor_reference(reader, train_images, identity_frames)
+    transfers = {
+        clip.name: {
+            mode: evaluate_transfer(translators[mode], clip, reader, centroid, actor_sharpness, identity_frames)
+            for mode in MODES
+        }
+        for clip in clips
+    }
+    metrics = {
+        "reconstruction": recon,
+        "transfer": {name: {mode: r.scores for mode, r in by_mode.items()} for name, by_mode in transfers.items()},
+    }
+    return Evaluation(metrics, kl_dims, transfers, {c.name: c for c in clips})
+
+
+# ---- the stage: model folder + dataset + driver clips -> reports, MLflow, champion -------------
+
+
+def load_clip(path: Path, extract_cfg, actor: ActorModel) -> DriverClip:
+    from facevae.drive import align_driver
+    from facevae.errors import FaceVAEError
+
+    faces = align_driver(path, extract_cfg, actor.crop)
+    if not faces.found.any():
+        raise FaceVAEError("no face found in the driver clip", path)
+    return DriverClip(Path(path).name, faces.face_crops, faces.face_landmarks, faces.face_frames)
+
+
+def run_evaluation(model_dir: Path, data: Path, drivers: list[Path], params, out_dir: Path) -> dict:
+    """Evaluate models/<actor>/ on its dataset and drivers; write reports; log to MLflow; move champion."""
+    from facevae.dataset import read_split
+    from facevae.registry import log_evaluation, log_report_files
+    from facevae.report import write_reports
+    from facevae.tracking import read_run_file
+
+    actor = ActorModel.from_file(Path(model_dir) / "model.pt", params.extract)
+    train_images, val_images = read_split(data, "train"), read_split(data, "val")
+    if len(val_images) == 0:
+        val_images = train_images
+    clips = [load_clip(Path(p), params.extract, actor) for p in drivers]
+    cfg = params.evaluate
+    evaluation = evaluate_model(actor, train_images, val_images, clips, cfg.identity_frames,
+                                params.extract.identity_threshold)
+    run_record = read_run_file(model_dir)
+    decision = log_evaluation(run_record, evaluation.headline(), cfg.champion_metric,
+                              cfg.champion_metric in LOWER_IS_BETTER)
+    files = write_reports(evaluation, actor.actor or Path(model_dir).name, Path(out_dir), decision)
+    log_report_files(run_record, files)
+    return {**evaluation.headline(), "champion": decision}

@@ -1,0 +1,133 @@
+"""Evaluation reports a person opens: metrics.json (DVC metrics), CSV plot data, PNG + HTML summary."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw, ImageFont
+
+from facevae.atomic import atomic_path
+from facevae.evaluate import MODES, Evaluation
+from facevae.expression import FEATURES
+from facevae.images import make_grid, save_png, upscale
+
+STRIP_FRAMES = 8
+TABLE_COLUMNS = ("expression_r", "expression_gain", "r_mouth_open", "r_eye_open", "r_brow_height",
+                 "identity_pass", "sharpness")
+RECON_COLUMNS = ("mse", "psnr", "ssim", "neg_elbo", "active_dims")
+
+
+def write_text(path: Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return path
+
+
+def fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def table_rows(evaluation: Evaluation) -> list[list[str]]:
+    """One row per (driver, mode) for transfer, then one per mode for val reconstruction."""
+    rows = [["transfer: driver", "mode", *TABLE_COLUMNS]]
+    for driver, by_mode in evaluation.metrics["transfer"].items():
+        for mode in MODES:
+            rows.append([driver, mode, *(fmt(by_mode[mode].get(c)) for c in TABLE_COLUMNS)])
+    rows.append(["reconstruction: val", "mode", *RECON_COLUMNS])
+    for mode in MODES:
+        recon = evaluation.metrics["reconstruction"][mode]
+        rows.append(["", mode, *(fmt(recon.get(c)) for c in RECON_COLUMNS)])
+    return rows
+
+
+def strip(evaluation: Evaluation, driver: str, zoom: int = 2) -> np.ndarray:
+    """Rows: driver crops, then each mode's outputs, for frames spread over the clip."""
+    clip, results = evaluation.clips[driver], evaluation.transfers[driver]
+    pick = np.linspace(0, len(clip.crops) - 1, min(STRIP_FRAMES, len(clip.crops))).round().astype(int)
+    rows = [clip.crops[pick], *(results[mode].outputs[pick] for mode in MODES)]
+    return upscale(make_grid(np.concatenate(rows), ncols=len(pick)), zoom)
+
+
+def render_table(rows: list[list[str]]) -> Image.Image:
+    font = ImageFont.load_default()
+    widths = [max(len(r[i]) if i < len(r) else 0 for r in rows) * 7 + 12 for i in range(len(rows[0]))]
+    line = 16
+    image = Image.new("RGB", (sum(widths) + 8, line * len(rows) + 8), "white")
+    draw = ImageDraw.Draw(image)
+    for j, row in enumerate(rows):
+        x = 4
+        header = row[1] == "mode"
+        for i, cell in enumerate(row):
+            draw.text((x, 4 + j * line), cell, fill=(0, 0, 160) if header else (0, 0, 0), font=font)
+            x += widths[i]
+    return image
+
+
+def summary_png(evaluation: Evaluation, actor: str, path: Path) -> Path:
+    table = render_table(table_rows(evaluation))
+    strips = [Image.fromarray(strip(evaluation, d)) for d in evaluation.clips]
+    width = max([table.width, *(s.width for s in strips)])
+    height = 24 + table.height + sum(s.height + 20 for s in strips)
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((4, 4), f"facevae evaluation: {actor}", fill=(0, 0, 0))
+    canvas.paste(table, (0, 24))
+    y = 24 + table.height
+    for driver, image in zip(evaluation.clips, strips):
+        draw.text((4, y + 4), f"driver {driver}: rows = driver, {', '.join(MODES)}", fill=(0, 0, 0))
+        canvas.paste(image, (0, y + 18))
+        y += image.height + 20
+    return save_png(np.asarray(canvas), path)
+
+
+def summary_html(evaluation: Evaluation, actor: str, png_name: str, champion: dict | None) -> str:
+    rows = table_rows(evaluation)
+    body = []
+    for row in rows:
+        tag = "th" if row[1] == "mode" else "td"
+        body.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in row) + "</tr>")
+    decision = f"<p>Champion: {html.escape(json.dumps(champion))}</p>" if champion else ""
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>facevae {html.escape(actor)}</title>"
+        "<style>body{font-family:sans-serif} td,th{padding:2px 8px;text-align:right} "
+        "img{image-rendering:pixelated}</style></head><body>"
+        f"<h1>facevae evaluation: {html.escape(actor)}</h1>{decision}<table>{''.join(body)}</table>"
+        "<p>Expression r: Pearson correlation of landmark features (driver vs output) over the clip; "
+        "gain: std(output)/std(driver); identity: share of outputs recognised as the actor; "
+        "sharpness: relative to the actor's own crops.</p>"
+        f"<img src='{html.escape(png_name)}' alt='summary'></body></html>\n"
+    )
+
+
+def transfer_table(evaluation: Evaluation, driver: str) -> pd.DataFrame:
+    clip, results = evaluation.clips[driver], evaluation.transfers[driver]
+    table = pd.DataFrame({"frame": clip.frames})
+    for i, name in enumerate(FEATURES):
+        table[f"driver_{name}"] = results["vae"].driver_features[:, i]
+        for mode in MODES:
+            table[f"{mode}_{name}"] = results[mode].output_features[:, i]
+    return table
+
+
+def write_reports(evaluation: Evaluation, actor: str, out_dir: Path, champion: dict | None = None) -> list[Path]:
+    """metrics.json, kl_per_dim.csv, transfer/<driver>.csv, summary.png, summary.html in out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = {**evaluation.metrics, "headline": evaluation.headline()}
+    if champion:
+        metrics["champion"] = champion
+    paths = [write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True, default=float) + "\n")]
+    kl = pd.DataFrame({"dim": np.arange(len(evaluation.kl_dims)), "kl": evaluation.kl_dims})
+    paths.append(write_text(out_dir / "kl_per_dim.csv", kl.to_csv(index=False)))
+    for driver in evaluation.clips:
+        table = transfer_table(evaluation, driver).to_csv(index=False)
+        paths.append(write_text(out_dir / "transfer" / f"{Path(driver).stem}.csv", table))
+    paths.append(summary_png(evaluation, actor, out_dir / "summary.png"))
+    paths.append(write_text(out_dir / "summary.html", summary_html(evaluation, actor, "summary.png", champion)))
+    return paths

@@ -1,0 +1,549 @@
+"""Train the VAE on one actor's faces: data/hdf5/<actor>.h5 -> models/<actor>/.
+
+The whole uint8 split lives in memory (on the training device) and batches are cut from it with
+shuffled indices: no DataLoader, no per-sample Python. Augmentation is per batch (mirror as a
+tensor flip; albumentations only when colour/affine jitter is on). Every epoch ends with a
+validation pass and an atomic checkpoint; `resume=True` continues bit-identically.
+
+Randomness that decides *which* samples and *which* flips an epoch gets is derived from
+(seed, epoch, rank), like DistributedSampler, so nothing but the global torch RNG (the VAE's
+reparameterisation noise) and the optimizer state needs carrying across a resume.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from facevae.atomic import atomic_path
+from facevae.config import AugmentConfig, ModelConfig, Params, TrainConfig
+from facevae.dataset import crop_geometry
+from facevae.errors import FaceVAEError
+from facevae.model import VAE, build_model, flops_per_image, model_config_dict, save_model, vae_loss
+
+CHECKPOINT = "checkpoint.pt"
+MODEL_FILE = "model.pt"
+HISTORY_COLUMNS = [
+    "epoch", "train_loss", "val_loss", "train_recon", "train_kl",
+    "val_recon", "val_kl", "lr", "images_per_s",
+]
+CHECKPOINT_FORMAT = 1
+CUDA_SYNC_EVERY = 10  # batches between host syncs on CUDA (NaN check, progress); every batch on CPU
+
+
+@dataclass
+class EpochReport:
+    """What an observer (MLflow tracking) sees after each epoch."""
+
+    epoch: int  # completed epochs, 1-based
+    epochs: int
+    row: dict[str, float]
+    model: VAE
+    val_images: Tensor  # uint8 (N, 3, H, W) on the training device; train images if val is empty
+    device: torch.device
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    model_path: Path
+    metrics: dict[str, Any]
+    history: list[dict[str, float]]
+    run_id: str | None = None  # MLflow run, when tracking is on
+    model_version: str | None = None  # registry version, when registered
+
+
+EpochCallback = Callable[[EpochReport], None]
+
+
+# ---- public entry point -------------------------------------------------------------------------
+
+
+def train(
+    data: Path, actor: str, params: Params, out_dir: Path, resume: bool = False, progress: bool = True
+) -> TrainResult:
+    """Train (or with `resume`, continue) a VAE on `data`; write model.pt & co. to `out_dir`.
+
+    With `params.mlflow.enabled` the run is tracked in MLflow and the model registered.
+    """
+    data, out_dir = Path(data), Path(out_dir)
+    resolve_device(params.train.device)  # a wrong device or missing data fails before an MLflow run exists
+    if not data.is_file():
+        raise FaceVAEError("dataset not found; run `facevae build` (or `dvc repro`) first", data)
+    if not params.mlflow.enabled:
+        return run_training(data, actor, params, out_dir, resume=resume, progress=progress)
+    from facevae.tracking import tracked_run
+
+    with tracked_run(data, actor, params, out_dir, resume=resume) as tracker:
+        result = run_training(data, actor, params, out_dir, resume, progress, on_epoch=tracker.log_epoch)
+        tracker.log_final_model(result)
+    return result
+
+
+def run_training(
+    data: Path,
+    actor: str,
+    params: Params,
+    out_dir: Path,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    mcfg, tcfg = params.model, params.train
+    device = resolve_device(tcfg.device)
+    amp_dtype = resolve_precision(tcfg.precision, device)
+    if tcfg.num_threads:
+        torch.set_num_threads(tcfg.num_threads)
+    rank, world = distributed_rank_world()
+
+    train_images = load_split_tensor(data, "train", mcfg, device)
+    val_images = load_split_tensor(data, "val", mcfg, device)
+    if len(train_images) == 0:
+        raise FaceVAEError("no train images in the dataset", data)
+
+    seed_everything(tcfg.seed)
+    model = build_training_model(mcfg, device)
+    optimizer = build_optimizer(model, tcfg, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    checkpoint = out_dir / CHECKPOINT
+    start_epoch, history = 0, []
+    if resume and checkpoint.exists():
+        start_epoch, history = load_checkpoint(checkpoint, model, optimizer, scaler, mcfg)
+
+    augment = Augmenter(tcfg.augment)
+    bar = progress_bar(progress, (tcfg.epochs - start_epoch) * math.ceil(len(train_images) / world))
+    epoch = start_epoch
+    try:
+        for epoch in range(start_epoch, tcfg.epochs):
+            order = epoch_order(len(train_images), epoch, tcfg.seed, rank, world)
+            augment.start_epoch(derived_seed(tcfg.seed, epoch, rank))
+            train_stats = train_epoch(
+                model, optimizer, scaler, train_images, order, tcfg.batch_size, augment, mcfg, amp_dtype,
+                epoch, bar,
+            )
+            val_stats = evaluate(model, val_images, tcfg.batch_size, mcfg, amp_dtype)
+            row = history_row(epoch + 1, train_stats, val_stats, optimizer)
+            history.append(row)
+            save_checkpoint(checkpoint, model, optimizer, scaler, epoch + 1, history, mcfg)
+            if bar is not None:
+                bar.set_postfix(epoch=epoch + 1, loss=f"{row['train_loss']:.1f}", val=f"{row['val_loss']:.1f}")
+            if on_epoch is not None:
+                faces = val_images if len(val_images) else train_images
+                on_epoch(EpochReport(epoch + 1, tcfg.epochs, row, model, faces, device))
+    except NonFiniteLoss as exc:
+        kept = f"the checkpoint of epoch {epoch} is kept" if epoch else "no checkpoint was written"
+        raise FaceVAEError(f"{exc}; training stopped, {kept}: lower train.lr or check the data", checkpoint) from None
+    finally:
+        if bar is not None:
+            bar.close()
+
+    metrics = write_outputs(out_dir, model, params, actor, data, history)
+    return TrainResult(out_dir, out_dir / MODEL_FILE, metrics, history)
+
+
+# ---- device, precision, data --------------------------------------------------------------------
+
+
+def resolve_device(spec: str) -> torch.device:
+    """`auto` = CUDA when present, else CPU. Asking for CUDA without it is a user error."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise FaceVAEError(f"train.device {spec!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise FaceVAEError(
+                f"train.device is {spec!r} but CUDA is not available to this torch "
+                f"({torch.__version__}); use --device cpu or --device auto"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise FaceVAEError(f"train.device {spec!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise FaceVAEError(f"train.device {spec!r} is not supported: use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype, or None for plain fp32. `auto`: bf16 (fp16 on old GPUs) on CUDA, fp32 on CPU."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def distributed_rank_world() -> tuple[int, int]:
+    """(rank, world size) under torchrun, else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def read_split_images(path: Path, split: str) -> np.ndarray:
+    from facevae.dataset import read_split
+
+    return read_split(path, split)
+
+
+def load_split_tensor(path: Path, split: str, cfg: ModelConfig, device: torch.device) -> Tensor:
+    """One split as uint8 (N, 3, H, W) on `device`, stored NHWC so that it is already channels_last."""
+    images = read_split_images(path, split)
+    if len(images) and images.shape[1:] != (cfg.image_size, cfg.image_size, 3):
+        raise FaceVAEError(
+            f"{split} crops are {images.shape[1]}x{images.shape[2]}x{images.shape[3]} but model.image_size "
+            f"is {cfg.image_size}: rebuild the dataset or set model.image_size",
+            path,
+        )
+    nhwc = torch.from_numpy(np.ascontiguousarray(images)).reshape(-1, cfg.image_size, cfg.image_size, 3)
+    return nhwc.to(device).permute(0, 3, 1, 2)
+
+
+def to_float(batch: Tensor) -> Tensor:
+    """uint8 NCHW -> float in [0, 1], channels_last (the layout the convs are fastest in)."""
+    return batch.float().div_(255.0).contiguous(memory_format=torch.channels_last)
+
+
+# ---- randomness ---------------------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def derived_seed(*parts: int) -> int:
+    """An independent 63-bit seed from several integers (seed, epoch, rank)."""
+    return int(np.random.SeedSequence([p % 2**63 for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def epoch_order(n: int, epoch: int, seed: int, rank: int = 0, world: int = 1) -> Tensor:
+    """This rank's shuffled sample indices for one epoch: exactly DistributedSampler(shuffle=True)."""
+    generator = torch.Generator().manual_seed(seed + epoch)
+    order = torch.randperm(n, generator=generator)
+    if world > 1:
+        order = torch.cat([order, order[: (-n) % world]])[rank::world]
+    return order
+
+
+def capture_rng() -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": numpy_state_to_lists(np.random.get_state()),
+        "python": random.getstate(),
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def numpy_state_to_lists(state: tuple) -> list:
+    """Plain types only, so that the checkpoint loads with torch.load(weights_only=True)."""
+    kind, keys, pos, has_gauss, cached = state
+    return [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+
+
+# ---- augmentation -------------------------------------------------------------------------------
+
+
+class Augmenter:
+    """Per-batch augmentation of uint8 NCHW images, reseeded every epoch (reproducible, resumable)."""
+
+    def __init__(self, cfg: AugmentConfig):
+        self.hflip = cfg.hflip
+        self.pipeline = albumentations_pipeline(cfg)
+        self.generator = torch.Generator()
+
+    def start_epoch(self, seed: int) -> None:
+        self.generator.manual_seed(seed)
+        if self.pipeline is not None:
+            self.pipeline.set_random_seed(seed)
+
+    def __call__(self, batch: Tensor) -> Tensor:
+        if self.pipeline is not None:
+            batch = self.apply_pipeline(batch)
+        if self.hflip:
+            flip = (torch.rand(len(batch), generator=self.generator) < 0.5).to(batch.device)
+            batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
+        return batch
+
+    def apply_pipeline(self, batch: Tensor) -> Tensor:
+        images = batch.permute(0, 2, 3, 1).cpu().numpy()
+        out = np.stack([self.pipeline(image=image)["image"] for image in images])
+        return torch.from_numpy(out).to(batch.device).permute(0, 3, 1, 2)
+
+
+def albumentations_pipeline(cfg: AugmentConfig):
+    """Colour and small affine jitter scaled by strength 0..1; None when both are off."""
+    if cfg.color_jitter == 0 and cfg.affine_jitter == 0:
+        return None
+    import albumentations as A
+    import cv2
+
+    transforms = []
+    if cfg.color_jitter > 0:
+        s = cfg.color_jitter
+        transforms.append(A.ColorJitter(brightness=0.4 * s, contrast=0.4 * s, saturation=0.4 * s, hue=0.05 * s, p=1.0))
+    if cfg.affine_jitter > 0:
+        s = cfg.affine_jitter
+        transforms.append(
+            A.Affine(
+                translate_percent=(-0.06 * s, 0.06 * s), scale=(1 - 0.08 * s, 1 + 0.08 * s),
+                rotate=(-10 * s, 10 * s), border_mode=cv2.BORDER_REFLECT_101, p=1.0,
+            )
+        )
+    return A.Compose(transforms, seed=0)
+
+
+# ---- model, optimizer, loop ---------------------------------------------------------------------
+
+
+def build_training_model(cfg: ModelConfig, device: torch.device) -> VAE:
+    return build_model(cfg).to(device).to(memory_format=torch.channels_last)
+
+
+def build_optimizer(model: VAE, cfg: TrainConfig, device: torch.device) -> torch.optim.Adam:
+    return torch.optim.Adam(
+        model.parameters(), lr=cfg.lr, eps=cfg.adam_eps, fused=device.type in ("cpu", "cuda")
+    )
+
+
+def progress_bar(enabled: bool, total_images: int):
+    if not enabled or total_images <= 0:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total_images, unit="img", desc="train", dynamic_ncols=True)
+
+
+class NonFiniteLoss(Exception):
+    pass
+
+
+class LossMeter:
+    """Sums per-image loss terms on the device; syncs to the host only every few batches."""
+
+    def __init__(self, device: torch.device, epoch: int):
+        self.sums = torch.zeros(3, device=device)
+        self.pending: list[tuple[int, Tensor]] = []
+        self.sync_every = 1 if device.type == "cpu" else CUDA_SYNC_EVERY
+        self.epoch, self.images, self.last_loss = epoch, 0, float("nan")
+
+    def add(self, batch_index: int, terms: Tensor, n: int) -> None:
+        self.sums += terms * n
+        self.images += n
+        self.pending.append((batch_index, terms))
+
+    def due(self) -> bool:
+        return len(self.pending) >= self.sync_every
+
+    def sync(self) -> None:
+        """Raise NonFiniteLoss on the first non-finite batch loss (weights after it are never saved)."""
+        if not self.pending:
+            return
+        values = torch.stack([t for _, t in self.pending]).cpu()
+        for (batch_index, _), (total, recon, kl) in zip(self.pending, values.tolist()):
+            if not math.isfinite(total):
+                raise NonFiniteLoss(
+                    f"loss became {total} (recon {recon}, kl {kl}) at epoch {self.epoch + 1}, batch {batch_index + 1}"
+                )
+            self.last_loss = total
+        self.pending.clear()
+
+    def means(self) -> dict[str, float]:
+        self.sync()
+        total, recon, kl = (self.sums / max(self.images, 1)).tolist()
+        return {"loss": total, "recon": recon, "kl": kl}
+
+
+def train_epoch(
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    images: Tensor,
+    order: Tensor,
+    batch_size: int,
+    augment: Augmenter,
+    cfg: ModelConfig,
+    amp_dtype: torch.dtype | None,
+    epoch: int,
+    bar=None,
+) -> dict[str, float]:
+    model.train()
+    device = images.device
+    meter = LossMeter(device, epoch)
+    shown = 0  # images of this epoch already on the progress bar
+    started = time.perf_counter()
+    for batch_index, start in enumerate(range(0, len(order), batch_size)):
+        index = order[start : start + batch_size].to(device)
+        x = to_float(augment(images[index]))
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            out = model(x)
+        loss = vae_loss(out, x, cfg)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss.total).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        meter.add(batch_index, torch.stack([loss.total, loss.recon, loss.kl]).detach(), len(index))
+        if meter.due():
+            meter.sync()
+            if bar is not None:
+                bar.update(meter.images - shown)
+                shown = meter.images
+                bar.set_postfix(epoch=epoch + 1, loss=f"{meter.last_loss:.1f}", refresh=False)
+    stats = meter.means()
+    stats["images_per_s"] = meter.images / (time.perf_counter() - started)
+    if bar is not None:
+        bar.update(meter.images - shown)
+    return stats
+
+
+@torch.no_grad()
+def evaluate(
+    model: VAE, images: Tensor, batch_size: int, cfg: ModelConfig, amp_dtype: torch.dtype | None
+) -> dict[str, float]:
+    """Validation loss with z = mu (deterministic, as at inference) and BN running statistics."""
+    if len(images) == 0:
+        return {"loss": float("nan"), "recon": float("nan"), "kl": float("nan")}
+    model.eval()
+    device = images.device
+    sums = torch.zeros(3, device=device)
+    for start in range(0, len(images), batch_size):
+        x = to_float(images[start : start + batch_size])
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            out = model(x)
+        loss = vae_loss(out, x, cfg)
+        sums += torch.stack([loss.total, loss.recon, loss.kl]) * len(x)
+    total, recon, kl = (sums / len(images)).tolist()
+    return {"loss": total, "recon": recon, "kl": kl}
+
+
+def history_row(
+    epoch: int, train_stats: dict[str, float], val_stats: dict[str, float], optimizer: torch.optim.Optimizer
+) -> dict[str, float]:
+    return {
+        "epoch": epoch,
+        "train_loss": train_stats["loss"],
+        "val_loss": val_stats["loss"],
+        "train_recon": train_stats["recon"],
+        "train_kl": train_stats["kl"],
+        "val_recon": val_stats["recon"],
+        "val_kl": val_stats["kl"],
+        "lr": optimizer.param_groups[0]["lr"],
+        "images_per_s": train_stats["images_per_s"],
+    }
+
+
+# ---- checkpoint ---------------------------------------------------------------------------------
+
+
+def save_checkpoint(
+    path: Path,
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    epoch: int,
+    history: list[dict[str, float]],
+    cfg: ModelConfig,
+) -> None:
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "history": history,
+        "model_config": model_config_dict(cfg),
+        "rng": capture_rng(),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(
+    path: Path,
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    cfg: ModelConfig,
+) -> tuple[int, list[dict[str, float]]]:
+    """Restore everything a killed run had; returns (completed epochs, history)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for damaged files
+        raise FaceVAEError(f"checkpoint is not readable ({exc.__class__.__name__}); delete it to start over", path) from None
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise FaceVAEError("checkpoint has an unknown format; delete it to start over", path)
+    if state["model_config"] != model_config_dict(cfg):
+        changed = sorted(k for k, v in model_config_dict(cfg).items() if state["model_config"].get(k) != v)
+        raise FaceVAEError(
+            f"checkpoint was trained with other model params ({', '.join('model.' + k for k in changed)}); "
+            "delete it or train without --resume",
+            path,
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    restore_rng(state["rng"])
+    return state["epoch"], list(state["history"])
+
+
+# ---- outputs ------------------------------------------------------------------------------------
+
+
+def write_outputs(
+    out_dir: Path, model: VAE, params: Params, actor: str, data: Path, history: list[dict[str, float]]
+) -> dict[str, Any]:
+    save_model(out_dir / MODEL_FILE, model, actor, crop=crop_geometry(data))
+    write_json(out_dir / "config.json", {"actor": actor, "data": str(data), "params": params.model_dump(mode="json")})
+    metrics = final_metrics(history, params.model)
+    write_json(out_dir / "metrics.json", metrics)
+    write_history_csv(out_dir / "history.csv", history)
+    return metrics
+
+
+def final_metrics(history: list[dict[str, float]], cfg: ModelConfig) -> dict[str, Any]:
+    last = history[-1] if history else {}
+    speeds = [row["images_per_s"] for row in history[1:] or history]  # epoch 1 includes warm-up
+    metrics: dict[str, Any] = {k: json_number(last.get(k)) for k in HISTORY_COLUMNS if k not in ("epoch", "images_per_s")}
+    metrics["epochs"] = int(last.get("epoch", 0))
+    metrics["images_per_s"] = json_number(statistics.median(speeds)) if speeds else None
+    metrics["gflop_per_train_image"] = flops_per_image(cfg)["train"] / 1e9
+    return metrics
+
+
+def json_number(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def write_history_csv(path: Path, history: list[dict[str, float]]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,54 @@
+"""The measuring stick: evaluation on real faces, with checks that it can tell good from bad."""
+
+import json
+
+import numpy as np
+import pytest
+
+from facevae.config import BuildConfig, load_params
+from facevae.dataset import build_actor_dataset, read_split
+from facevae.evaluate import DriverClip, OutputFaceReader, evaluate_transfer, transfer_scores
+from facevae.expression import FEATURES
+from facevae.extract import extract_actor
+from facevae.baselines import NearestNeighbour
+
+
+def test_scores_of_a_perfect_copy_and_of_a_frozen_face():
+    rng = np.random.default_rng(0)
+    driver = rng.normal(size=(50, len(FEATURES)))
+    perfect = transfer_scores(driver, driver)
+    assert perfect["expression_r"] == pytest.approx(1.0) and perfect["expression_gain"] == pytest.approx(1.0)
+    frozen = transfer_scores(driver, np.ones_like(driver))
+    assert frozen["expression_r"] == 0.0 and frozen["expression_gain"] == 0.0
+
+
+@pytest.fixture(scope="module")
+def woman_faces(sample_clips_dir, tmp_path_factory):
+    """The pexels actor's aligned faces, extracted by the real pipeline."""
+    root = tmp_path_factory.mktemp("woman")
+    params = load_params(overrides=["extract.save_crops=false"])
+    extract_actor([sample_clips_dir / "WolfgangLanger_Pexels.mp4"], root / "faces", params.extract, progress=False)
+    build_actor_dataset(root / "faces", root / "woman.h5", BuildConfig())
+    return params, read_split(root / "woman.h5", "train"), root / "woman.h5"
+
+
+@pytest.mark.slow
+def test_nearest_neighbour_of_the_actor_herself_scores_high_and_a_frozen_face_scores_zero(woman_faces):
+    """Driving with the actor's own training frames, nearest neighbour returns those very frames:
+    the landmark features re-measured on the 64 px outputs must then follow the driver closely."""
+    params, train, h5 = woman_faces
+    import h5py
+
+    with h5py.File(h5) as f:
+        mask = f["split"][:] == 0
+        landmarks = f["landmarks"][:][mask]
+    pick = np.arange(0, len(train), 3)
+    clip = DriverClip("herself", train[pick], landmarks[pick], pick)
+    reader = OutputFaceReader(64, params.extract.coverage)
+    centroid = reader.descriptors(train[:10], reader.landmarks(train[:10])).mean(0)
+    same = evaluate_transfer(NearestNeighbour(train), clip, reader, centroid, 1.0, identity_frames=5)
+    assert same.scores["expression_r"] > 0.8
+    assert 0.8 < same.scores["expression_gain"] < 1.25
+    assert same.scores["identity_pass"] == 1.0
+    frozen = evaluate_transfer(lambda crops: np.repeat(train[:1], len(crops), 0), clip, reader, centroid, 1.0, 5)
+    assert frozen.scores["expression_r"] == 0.0

@@ -1,0 +1,92 @@
+"""`mlflow models serve` on the registered pyfunc: a real server, a real aligned crop over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from inferencedata import tiny_model
+
+from facevae.config import ExtractConfig
+from facevae.drive import aligner_for, read_image
+from facevae.inference import ActorModel
+
+SERVER_START_TIMEOUT_S = 90
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_ready(url: str, server: subprocess.Popen, log: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"the server exited with code {server.returncode}: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/ping", timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"the server did not answer /ping within {timeout_s} s")
+
+
+def stop(server: subprocess.Popen) -> None:
+    """End the server and everything it started (its own process group), then reap it."""
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=15)
+
+
+@pytest.mark.slow
+def test_served_champion_reconstructs_an_aligned_crop(tmp_path_factory, sample_clips_dir):
+    tiny = tiny_model(tmp_path_factory.getbasetemp() / "tiny-model")
+    model = ActorModel.from_file(tiny.model_path, ExtractConfig())
+    face = aligner_for(ExtractConfig(), model.crop).align_one(read_image(sample_clips_dir / "single_face.jpg"))
+    crop = face.crop
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    mlflow = Path(sys.executable).with_name("mlflow")
+    command = [str(mlflow)] if mlflow.exists() else [sys.executable, "-m", "mlflow"]
+    with open(log, "w") as log_file:
+        server = subprocess.Popen(
+            [*command, "models", "serve", "-m", "models:/facevae-pexels@champion", "--env-manager", "local",
+             "-h", "127.0.0.1", "-p", str(port)],
+            env=tiny.env(), stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_ready(url, server, log, SERVER_START_TIMEOUT_S)
+        request = urllib.request.Request(
+            f"{url}/invocations",
+            data=json.dumps({"inputs": [crop.tolist()]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            body = json.loads(reply.read())
+    finally:
+        stop(server)
+    predictions = np.asarray(body["predictions"])
+    assert predictions.shape == (1, 64, 64, 3)
+    assert np.issubdtype(predictions.dtype, np.integer) and predictions.min() >= 0 and predictions.max() <= 255
+    local = model.reconstruct(crop[None]).astype(int)
+    assert np.abs(predictions - local).max() <= 1  # the served pyfunc is the same network

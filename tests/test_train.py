@@ -1,0 +1,161 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import facevae.train as train_module
+from facevae.cli import app
+from facevae.config import validate_params
+from facevae.errors import FaceVAEError
+from facevae.model import load_model
+from facevae.train import (
+    CHECKPOINT,
+    HISTORY_COLUMNS,
+    Augmenter,
+    build_optimizer,
+    build_training_model,
+    epoch_order,
+    load_checkpoint,
+    resolve_device,
+    run_training,
+)
+from facedata import write_face_dataset
+
+
+@pytest.fixture(scope="module")
+def faces_h5(tmp_path_factory):
+    return write_face_dataset(tmp_path_factory.mktemp("data") / "astro.h5", n_train=40, n_val=8)
+
+
+def params(**train):
+    return validate_params({"train": {"batch_size": 16, **train}, "mlflow": {"enabled": False}})
+
+
+def test_training_writes_model_metrics_and_history(faces_h5, tmp_path):
+    out = tmp_path / "models" / "astro"
+    result = run_training(faces_h5, "astro", params(epochs=2), out, progress=False)
+    assert {p.name for p in out.iterdir()} >= {"model.pt", "config.json", "metrics.json", "history.csv", CHECKPOINT}
+    with open(out / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == HISTORY_COLUMNS and [r["epoch"] for r in rows] == ["1", "2"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and metrics["images_per_s"] > 0
+    assert metrics["val_loss"] == pytest.approx(metrics["val_recon"] + metrics["val_kl"], rel=1e-5)
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"] * 1.5
+    config = json.loads((out / "config.json").read_text())
+    assert config["actor"] == "astro" and config["params"]["train"]["epochs"] == 2
+    model = load_model(out / "model.pt")
+    assert model.reconstruct(torch.rand(1, 3, 64, 64)).shape == (1, 3, 64, 64)
+
+
+def test_resume_gives_identical_weights(faces_h5, tmp_path):
+    augment = {"hflip": True, "color_jitter": 0.5, "affine_jitter": 0.5}  # albumentations path included
+    straight = run_training(faces_h5, "a", params(epochs=3, augment=augment), tmp_path / "straight", progress=False)
+    run_training(faces_h5, "a", params(epochs=2, augment=augment), tmp_path / "killed", progress=False)
+    resumed = run_training(
+        faces_h5, "a", params(epochs=3, augment=augment), tmp_path / "killed", resume=True, progress=False
+    )
+    a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "images_per_s"} for r in rows]  # noqa: E731
+    assert strip(straight.history) == strip(resumed.history)
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(faces_h5, tmp_path):
+    run_training(faces_h5, "a", params(epochs=1), tmp_path, progress=False)
+    other = validate_params({"model": {"latent_dim": 8}, "train": {"epochs": 2}, "mlflow": {"enabled": False}})
+    with pytest.raises(FaceVAEError, match="model.latent_dim"):
+        run_training(faces_h5, "a", other, tmp_path, resume=True, progress=False)
+
+
+def test_nan_loss_stops_naming_epoch_and_batch_and_keeps_last_good_checkpoint(faces_h5, tmp_path, monkeypatch):
+    real_loss, calls = train_module.vae_loss, {"n": 0}
+    batches_per_epoch = 3  # 40 images, batch 16
+
+    def poisoned(out, target, cfg):
+        loss = real_loss(out, target, cfg)
+        calls["n"] += 1
+        if calls["n"] == batches_per_epoch + 2:  # epoch 2, batch 2 (validation does not call it in training)
+            loss.total = loss.total * float("nan")
+        return loss
+
+    monkeypatch.setattr(train_module, "vae_loss", poisoned)
+    monkeypatch.setattr(train_module, "evaluate", lambda *a, **k: {"loss": 1.0, "recon": 1.0, "kl": 0.0})
+    with pytest.raises(FaceVAEError, match=r"loss became nan .*epoch 2, batch 2.*checkpoint of epoch 1 is kept"):
+        run_training(faces_h5, "a", params(epochs=3), tmp_path, progress=False)
+    cfg = params().model
+    model = build_training_model(cfg, torch.device("cpu"))
+    optimizer = build_optimizer(model, params().train, torch.device("cpu"))
+    epoch, history = load_checkpoint(tmp_path / CHECKPOINT, model, optimizer, torch.amp.GradScaler("cpu", enabled=False), cfg)
+    assert epoch == 1 and len(history) == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_diverging_learning_rate_is_a_clear_error(faces_h5, tmp_path):
+    with pytest.raises(FaceVAEError, match=r"loss became (nan|inf).*epoch 1, batch \d.*lower train.lr"):
+        run_training(faces_h5, "a", params(epochs=2, lr=1e30), tmp_path, progress=False)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_requested_without_cuda_is_a_clear_error(faces_h5, tmp_path, monkeypatch):
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(FaceVAEError, match="CUDA is not available"):
+        resolve_device("cuda")
+    monkeypatch.chdir(tmp_path)  # mlflow stays enabled: the error must come before any run is created
+    result = CliRunner().invoke(
+        app, ["train", "--data", str(faces_h5), "--actor", "a", "--out", str(tmp_path / "m"), "--device", "cuda"]
+    )
+    assert not (tmp_path / "mlruns").exists()
+    assert result.exit_code == 1
+    assert "CUDA is not available" in result.output and "Traceback" not in result.output
+
+
+def test_bad_device_name_is_a_clear_error():
+    with pytest.raises(FaceVAEError, match="not a device"):
+        resolve_device("gpu0")
+
+
+def test_crop_size_must_match_model(tmp_path):
+    small = write_face_dataset(tmp_path / "small.h5", n_train=4, n_val=2, size=32)
+    with pytest.raises(FaceVAEError, match="train crops are 32x32x3 but model.image_size is 64"):
+        run_training(small, "a", params(epochs=1), tmp_path / "out", progress=False)
+
+
+def test_epoch_order_is_distributed_sampler_order():
+    dataset = list(range(37))
+    for rank in (0, 1):
+        sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=True, seed=5)
+        sampler.set_epoch(3)
+        assert epoch_order(37, epoch=3, seed=5, rank=rank, world=2).tolist() == list(sampler)
+    assert sorted(epoch_order(37, 0, 5).tolist()) == dataset
+
+
+def test_augmenter_mirrors_about_half_reproducibly():
+    images = torch.arange(2 * 3 * 4 * 4, dtype=torch.uint8).reshape(2, 3, 4, 4).repeat(100, 1, 1, 1)
+    augment = Augmenter(params().train.augment)
+    augment.start_epoch(7)
+    first = augment(images)
+    augment.start_epoch(7)
+    assert torch.equal(first, augment(images))
+    flipped = (first != images).flatten(1).any(1).float().mean().item()
+    assert 0.35 < flipped < 0.65
+    changed = (first != images).flatten(1).any(1)
+    assert torch.equal(first[changed], images[changed].flip(-1))
+
+
+def test_cli_train_runs_with_overrides(faces_h5, tmp_path):
+    out = tmp_path / "m"
+    result = CliRunner().invoke(
+        app,
+        ["train", "--data", str(faces_h5), "--actor", "astro", "--out", str(out), "--no-progress",
+         "--set", "train.epochs=1", "--set", "mlflow.enabled=false", "--set", "train.batch_size=32"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 epochs" in result.output and (out / "model.pt").exists()
+    assert json.loads((out / "config.json").read_text())["params"]["train"]["batch_size"] == 32
+    assert np.isfinite(json.loads((out / "metrics.json").read_text())["train_loss"])
