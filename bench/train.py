@@ -160,7 +160,7 @@ def main() -> None:
     peak = max(peaks)
     gflop = flops_per_image(params.model)["train"] / 1e9
 
-    print(f"data: {data.name if args.data.exists() else f'synthetic astronaut crops'}, {n_train} train images, "
+    print(f"data: {data.name if args.data.exists() else 'synthetic astronaut crops'}, {n_train} train images, "
           f"batch {params.train.batch_size}, {args.epochs} epochs per loop (first = warm-up), "
           f"{torch.get_num_threads()} threads, precision {params.train.precision}")
     print(f"matmul peak (2048^2 fp32 mm): {peak:.1f} GFLOP/s (best of {', '.join(f'{p:.0f}' for p in peaks)})")

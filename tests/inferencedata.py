@@ -7,16 +7,15 @@ models/pexels/model.pt, an MLflow run, and version 1 of facevae-pexels with alia
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from facedata import face_crops
 
 from facevae.config import ExtractConfig, validate_params
 from facevae.dataset import write_dataset
+from facevae.tracking import environment_kept
 from facevae.train import train
 
 ACTOR = "pexels"
@@ -38,22 +37,6 @@ class TinyModel:
 
 
 _TRAINED: dict[Path, TinyModel] = {}
-
-
-@contextmanager
-def mlflow_env_restored() -> Iterator[None]:
-    """mlflow.set_tracking_uri (called by training) also sets MLFLOW_TRACKING_URI in os.environ,
-    which config's resolved_tracking_uri() prefers: undo it so later tests are unaffected."""
-    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-    saved = {key: os.environ.get(key) for key in keys}
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def write_actor_dataset(path: Path) -> Path:
@@ -82,7 +65,7 @@ def tiny_model(root: Path) -> TinyModel:
             "mlflow": {"tracking_uri": uri, "artifact_location": str(root / "mlartifacts")},
         }
     )
-    with mlflow_env_restored():
+    with environment_kept():
         result = train(dataset, ACTOR, params, root / "models" / ACTOR, progress=False)
     _TRAINED[root] = TinyModel(root, result.model_path, dataset, uri, result.run_id, overrides)
     return _TRAINED[root]

@@ -1,6 +1,5 @@
 """The measuring stick: evaluation on real faces, with checks that it can tell good from bad."""
 
-import json
 
 import numpy as np
 import pytest
