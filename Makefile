@@ -6,13 +6,14 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup demo test test-fast bench clean-demo help
+.PHONY: setup demo test test-fast bench sweep clean-demo help
 
 help:
 	@echo "make demo       set up .venv, fetch the sample clips, run 'dvc repro' end to end (CPU)"
 	@echo "make test       set up .venv and run every test (slow ones included)"
 	@echo "make test-fast  only the quick tests (-m 'not slow')"
 	@echo "make bench      run the speed benchmarks in bench/"
+	@echo "make sweep      Optuna hyperparameter sweep on the pexels sample (ACTOR=, TRIALS=, WORKERS=)"
 
 setup: $(VENV)/.setup-stamp
 
@@ -30,6 +31,14 @@ test: setup
 
 test-fast: setup
 	pytest -m "not slow"
+
+# Hyperparameter sweep (needs data/hdf5/$(ACTOR).h5 from `make demo` or `dvc repro build@$(ACTOR)`);
+# rerunning it resumes the study. Live view: optuna-dashboard sqlite:///optuna/optuna.db
+ACTOR ?= pexels
+TRIALS ?= 20
+WORKERS ?= 1
+sweep: setup
+	facevae sweep --actor $(ACTOR) --trials $(TRIALS) --workers $(WORKERS)
 
 bench: setup
 	python bench/extract.py

@@ -114,11 +114,14 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--stages", action="store_true", help="also time each stage on its own")
+    parser.add_argument("--mode", default="seed", help="driving mode (facevae.transfer): seed | normalised | relative | "
+                        "landmark | blend; non-seed modes need --model (a trained model.pt with transfer statistics)")
+    parser.add_argument("--model", help="a trained model.pt instead of random weights")
     args = parser.parse_args()
     clip = find_clip(args.clip)
     params = load_params(args.params, args.overrides)
     info = probe(clip)
-    model = random_model(params)
+    model = ActorModel.from_file(args.model, params.extract) if args.model else random_model(params)
     print(
         f"clip: {clip.name}  {info.width}x{info.height}  {info.frame_count} frames  {info.fps:.3f} fps  "
         f"audio={info.has_audio}"
@@ -128,13 +131,14 @@ def main() -> None:
     model.reconstruct(np.zeros((32, model.image_size, model.image_size, 3), np.uint8))  # warm-up (oneDNN kernels)
     with tempfile.TemporaryDirectory() as tmp:
         summary = reconstruct_video(
-            model, clip, Path(tmp) / "ours.mp4", params.extract, upscale=args.upscale, progress=False, aligner=aligner
+            model, clip, Path(tmp) / "ours.mp4", params.extract, upscale=args.upscale, progress=False, aligner=aligner,
+            mode=args.mode, transfer_cfg=params.transfer,
         )
         ours_s = summary.seconds
         n = summary.frames
         print(
             f"ours (detect every {params.extract.redetect_every} at {params.extract.detect_width}px, track, batch 32, "
-            f"{PIPELINE_TORCH_THREADS} torch thread): {n / ours_s:7.1f} frames/s  "
+            f"{PIPELINE_TORCH_THREADS} torch thread, mode {args.mode}): {n / ours_s:7.1f} frames/s  "
             f"({ours_s:.2f} s, {summary.with_face} faces)"
         )
         if not args.no_baseline:

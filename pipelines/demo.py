@@ -1,6 +1,7 @@
 """DVC stage demo@actor: models/<actor>/model.pt -> reports/<actor>/{demo.mp4, walk.gif, samples.png, demo.json}.
 
-- demo.mp4: params `demo.drivers.<actor>` (another person's video) drives the actor, side by side.
+- demo.mp4: params `demo.drivers.<actor>` (another person's video) drives the actor, side by side,
+  in driving mode `transfer.mode`.
 - walk.gif: a latent walk between two of the actor's own expressions far apart in latent space
   (picked from data/hdf5/<actor>.h5), there and back.
 - samples.png: faces decoded from prior samples.
@@ -17,6 +18,7 @@ from _common import stage_main, write_json
 from facevae.drive import reconstruct_video, render_samples, render_walk, walk_endpoints
 from facevae.errors import FaceVAEError
 from facevae.inference import ActorModel
+from facevae.transfer import default_mode
 
 
 def run(params, actor):
@@ -25,7 +27,8 @@ def run(params, actor):
         raise FaceVAEError(f"no demo driver for actor {actor!r}: add demo.drivers.{actor} (a video) to params.yaml")
     model = ActorModel.from_file(Path("models") / actor / "model.pt", params.extract)
     out = Path("reports") / actor
-    summary = reconstruct_video(model, cfg.drivers[actor], out / "demo.mp4", params.extract, upscale=cfg.upscale)
+    summary = reconstruct_video(model, cfg.drivers[actor], out / "demo.mp4", params.extract, upscale=cfg.upscale,
+                                mode=default_mode(model, params.transfer), transfer_cfg=params.transfer)
     print(summary.describe())
     face_a, face_b = walk_endpoints(model, Path("data/hdf5") / f"{actor}.h5")
     render_walk(

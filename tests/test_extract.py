@@ -202,6 +202,7 @@ def test_pexels_keeps_most_frames_and_another_person_is_the_wrong_identity(sampl
     clips = [sample_clips_dir / "WolfgangLanger_Pexels.mp4", sample_clips_dir / "face_noface.mov"]
     summary = extract_actor(clips, tmp_path / "out", ExtractConfig(), progress=False)
     pexels = summary.videos["WolfgangLanger_Pexels.mp4"]
-    assert pexels["kept"] >= 0.9 * pexels["frames"]
+    # a hand covers her mouth in about a third of the frames (dropped as occluded, see test_occlusion)
+    assert pexels["kept"] + pexels["dropped"]["occluded"] >= 0.9 * pexels["frames"]
     man = summary.videos["face_noface.mov"]["dropped"]
     assert man["wrong_identity"] == 72 and man["no_face"] == 97

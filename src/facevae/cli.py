@@ -17,7 +17,8 @@ from facevae.errors import FaceVAEError
 
 app = typer.Typer(
     help="facevae: learn one actor's facial expressions with a VAE and let anyone's face drive them.\n\n"
-    "Pipeline: fetch-samples -> extract -> build (HDF5) -> train. `dvc repro` runs it all from params.yaml.",
+    "Pipeline: fetch-samples -> extract -> build (HDF5) -> train -> evaluate; then reconstruct, walk, sample. "
+    "`dvc repro` runs it all from params.yaml; every command takes --set section.key=value overrides.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -26,6 +27,9 @@ app = typer.Typer(
 ParamsOption = typer.Option(DEFAULT_PARAMS, "--params", help="params.yaml to read defaults from.")
 SetOption = typer.Option(
     None, "--set", help="Override a parameter, e.g. --set train.epochs=5 --set model.latent_dim=64."
+)
+ParamsOverrideOption = typer.Option(
+    None, "--params-override", help="A YAML file merged over --params before any --set, e.g. a sweep's best_params.yaml (repeatable)."
 )
 
 
@@ -65,15 +69,21 @@ def fetch_samples_cmd(
 def build_cmd(
     faces_dir: Path = typer.Argument(..., help="An `extract` output folder (frames.csv + crops.h5)."),
     out: Path = typer.Argument(..., help="HDF5 file to write, e.g. data/hdf5/<actor>.h5."),
+    curation: Optional[Path] = typer.Option(
+        None, help="Hand curation YAML (exclude/keep frames), e.g. data/curation/<actor>.yaml; see `facevae review`."
+    ),
     params: Path = ParamsOption,
     overrides: Optional[List[str]] = SetOption,
 ):
     """Pack the kept faces of one actor into an HDF5 dataset with a time-block train/val split."""
     from facevae.dataset import build_actor_dataset
 
+    if curation is not None and not curation.exists():
+        raise FaceVAEError("curation file not found", curation)
     cfg = load_params(params, overrides)
-    counts = build_actor_dataset(faces_dir, out, cfg.build)
-    typer.echo(f"{out}: {counts['train']} train, {counts['val']} val")
+    counts = build_actor_dataset(faces_dir, out, cfg.build, curation=curation)
+    curated = f" (curation: {counts['curated_excluded']} excluded, {counts['curated_kept']} kept)" if curation else ""
+    typer.echo(f"{out}: {counts['train']} train, {counts['val']} val{curated}")
 
 
 @app.command("images-to-hdf5")
@@ -130,6 +140,30 @@ def extract_cmd(
         typer.echo(f"skipped {name}: {reason}", err=True)
 
 
+# ---- review -----------------------------------------------------------------------------------
+
+
+@app.command("review")
+@user_errors
+def review_cmd(
+    actor: str = typer.Argument(..., help="Actor name: reads data/faces/<actor> unless --faces says otherwise."),
+    faces: Optional[Path] = typer.Option(None, help="The `extract` output folder (default data/faces/<actor>)."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default reports/<actor>/review)."),
+    curation: Optional[Path] = typer.Option(
+        None, help="Curation YAML whose choices the sheet marks (default data/curation/<actor>.yaml, if present)."
+    ),
+    per_sheet: int = typer.Option(300, min=1, help="Crops per PNG sheet (larger groups span several)."),
+):
+    """Contact sheet of an actor's crops (HTML + PNGs), grouped by drop reason, to write a curation file."""
+    from facevae.curation import curation_path
+    from facevae.review import write_review
+
+    faces = faces or Path("data/faces") / actor
+    out = out or Path("reports") / actor / "review"
+    page = write_review(faces, out, actor, curation=curation or curation_path(actor), per_sheet=per_sheet)
+    typer.echo(page)
+
+
 # ---- training ---------------------------------------------------------------------------------
 
 
@@ -146,6 +180,7 @@ def train_cmd(
         None, "--device", help="auto (CUDA when present, else CPU) | cpu | cuda | cuda:N (default: train.device)."
     ),
     params: Path = ParamsOption,
+    params_override: Optional[List[Path]] = ParamsOverrideOption,
     overrides: Optional[List[str]] = SetOption,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="A progress bar with loss and images/s."),
 ):
@@ -156,10 +191,12 @@ def train_cmd(
     With mlflow.enabled the run is logged to mlflow.tracking_uri (MLFLOW_TRACKING_URI wins), with face grids every train.log_images_every epochs, and a new version of model facevae-ACTOR is registered (its first version gets alias @champion).
 
     Example: facevae train --data data/hdf5/pexels.h5 --actor pexels --set train.epochs=20
+
+    A sweep's best config: facevae train --data data/hdf5/pexels.h5 --actor pexels --params-override reports/pexels/sweep/best_params.yaml
     """
     from facevae.train import train
 
-    cfg = load_params(params, [*(overrides or []), *([f"train.device={device}"] if device else [])])
+    cfg = load_params(params, [*(overrides or []), *([f"train.device={device}"] if device else [])], params_override)
     result = train(data, actor, cfg, out or Path("models") / actor, resume=resume, progress=progress)
     m = result.metrics
     val = "n/a" if m["val_loss"] is None else f"{m['val_loss']:.1f}"
@@ -205,6 +242,10 @@ def reconstruct_cmd(
     upscale: int = typer.Option(
         1, "--upscale", min=1, max=16, help="Render faces K times the model's crop size (e.g. 4: 256 px for 64 px crops)."
     ),
+    mode: Optional[str] = typer.Option(
+        None, "--mode", help="Driving mode: seed (the seed's decode(mu(face))) | normalised | relative | landmark | "
+        "blend (default: transfer.mode in params.yaml). See facevae.transfer."
+    ),
     params: Path = ParamsOption,
     overrides: Optional[List[str]] = SetOption,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="A progress bar."),
@@ -219,9 +260,15 @@ def reconstruct_cmd(
     """
     from facevae.drive import reconstruct
 
+    from facevae.transfer import check_mode, default_mode
+
     cfg, actor_model = load_actor_model(model, params, overrides)
-    summary = reconstruct(actor_model, source, output, cfg.extract, upscale, save_arrays, progress=progress)
+    drive_mode = check_mode(mode) if mode else default_mode(actor_model, cfg.transfer)
+    summary = reconstruct(actor_model, source, output, cfg.extract, upscale, save_arrays, progress=progress,
+                          mode=drive_mode, transfer_cfg=cfg.transfer)
     typer.echo(summary.describe())
+    if drive_mode != (mode or cfg.transfer.mode):
+        typer.echo(f"driving mode {drive_mode!r} (this model cannot run transfer.mode {cfg.transfer.mode!r})")
     if summary.skipped:
         typer.echo(f"no face in: {', '.join(summary.skipped)}", err=True)
     if summary.arrays is not None:
@@ -312,6 +359,78 @@ def evaluate_cmd(
         typer.echo(f"champion: version {decision['champion_version']} "
                    f"({'promoted' if decision['promoted'] else 'unchanged'})")
     typer.echo(f"report: {out / 'summary.html'}")
+
+
+# ---- sweeps -----------------------------------------------------------------------------------
+
+
+@app.command("sweep")
+@user_errors
+def sweep_cmd(
+    actor: str = typer.Option(..., "--actor", help="Actor name: data/hdf5/ACTOR.h5, MLflow experiment facevae-ACTOR."),
+    trials: Optional[int] = typer.Option(
+        None, "--trials", min=1, help="The study's total of finished trials (default sweep.trials); a rerun tops it up."
+    ),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=1, help="Start no trial after S seconds."),
+    study: Optional[str] = typer.Option(None, "--study", help="Study to create, resume or join (default facevae-ACTOR)."),
+    storage: Optional[str] = typer.Option(
+        None, "--storage", help="Optuna storage URL (default sweep.storage, sqlite:///optuna/optuna.db; any SQLAlchemy URL)."
+    ),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes on this machine sharing the study."),
+    multi: bool = typer.Option(
+        False, "--multi", help="Optimise sweep.multi_objectives (val loss and expression transfer): a Pareto front."
+    ),
+    data: Optional[Path] = typer.Option(None, "--data", help="The actor's HDF5 dataset (default data/hdf5/ACTOR.h5)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder (default sweep.out_dir/ACTOR/sweep)."),
+    params: Path = ParamsOption,
+    overrides: Optional[List[str]] = SetOption,
+):
+    """Search model and training hyperparameters with Optuna (TPE, pruning), one short training per trial.
+
+    The search space, epochs per trial, pruner and storage are params.yaml's `sweep` section. Trials are
+    nested MLflow runs under one parent run; the best trial's model is registered as a version of
+    facevae-ACTOR. Writes OUT/best_params.yaml (use with `facevae train --params-override`), summary.json,
+    trials.csv and plots (HTML and PNG). Rerun the same command to resume a killed sweep; run it on other
+    machines with the same --storage to share the work. Live view: optuna-dashboard sqlite:///optuna/optuna.db
+
+    Example: facevae sweep --actor pexels --trials 20
+    """
+    from facevae.sweep import run_sweep, sigterm_as_interrupt
+
+    cfg = load_params(params, overrides)
+    try:
+        with sigterm_as_interrupt():  # a SIGTERM ends the running trial cleanly (it is retried on resume)
+            result = run_sweep(
+                data or Path("data/hdf5") / f"{actor}.h5", actor, cfg, trials, study=study, storage=storage,
+                workers=workers, multi=multi, timeout=timeout, out_dir=out, log=typer.echo,
+            )
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished trials are kept; rerun the same command to resume", err=True)
+        raise typer.Exit(130) from None
+    for line in describe_sweep(result):
+        typer.echo(line)
+
+
+def describe_sweep(result) -> list[str]:
+    def values(trial) -> str:
+        return ", ".join(f"{n} {v:.4g}" for n, v in zip(result.objectives, trial.values))
+
+    lines = [f"study {result.study_name} ({result.storage}): {result.census.describe()}"]
+    if result.best is not None:
+        lines.append(f"best trial {result.best.number}: {values(result.best)}")
+        for key, value in (result.best.user_attrs.get("tuned") or {}).items():
+            lines.append(f"  {key} = {value}")
+    if result.baseline is not None and result.baseline.values:
+        lines.append(f"baseline trial {result.baseline.number} (the params.yaml config): {values(result.baseline)}")
+    if len(result.pareto) > 1:
+        lines.append("pareto front: " + "; ".join(f"trial {t.number}: {values(t)}" for t in result.pareto))
+    if result.registered and result.registered.get("version"):
+        reg = result.registered
+        lines.append(f"registered {reg.get('name') or 'facevae-' + result.summary['actor']} version {reg['version']} (trial {reg['trial']}, run {reg['run_id']})")
+    if result.parent_run_id:
+        lines.append(f"mlflow parent run {result.parent_run_id}")
+    lines.append(f"{result.out_dir}: " + ", ".join(sorted(p.name for p in result.files)))
+    return lines
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from facevae.errors import FaceVAEError
 
@@ -39,6 +39,7 @@ class ExtractConfig(Section):
     min_sharpness: float = Field(15.0, ge=0)
     max_roll_deg: float = Field(30.0, gt=0, le=180)
     max_yaw: float = Field(0.45, gt=0)
+    max_occlusion: float = Field(0.28, gt=0)  # 2 or more: never drop as occluded
     identity_threshold: float = Field(0.6, gt=0)
     identity_every: int = Field(90, ge=1)
     track_min_similarity: float = Field(0.5, ge=-1.0, le=1.0)
@@ -94,6 +95,26 @@ class TrainConfig(Section):
     augment: AugmentConfig = AugmentConfig()
 
 
+class TransferConfig(Section):
+    """How a driver's clip drives the actor (facevae.transfer); the statistics and landmark head
+    are fitted by the train stage and stored in model.pt."""
+
+    mode: Literal["seed", "normalised", "relative", "landmark", "blend"] = "blend"
+    colour_transfer: bool = True
+    mask_background: bool = True
+    forehead: float = Field(0.35, ge=0.0, le=1.5)
+    feather: float = Field(2.0, ge=0.0)
+    neutral_window: int = Field(64, ge=0)
+    driver_neutral: int | None = Field(None, ge=0)
+    relative_gain: float = Field(3.0, ge=0.0)
+    landmark_gain: float = Field(3.0, ge=0.0)
+    blend_weight: float = Field(0.5, ge=0.0, le=1.0)
+    ridge_alpha: float = Field(0.0, ge=0.0)
+    standardise_landmarks: bool = True
+    smooth_lag: float = Field(1.0, ge=0.0, le=2.0)
+    smooth_beta: float = Field(0.0, ge=0.0)
+
+
 class MlflowConfig(Section):
     tracking_uri: str = "sqlite:///mlruns/mlflow.db"
     artifact_location: str = "mlruns/artifacts"
@@ -131,6 +152,120 @@ class DemoConfig(Section):
     seed: int = 0
 
 
+# ---- sweeps (facevae sweep) ---------------------------------------------------------------------
+
+# Tunables that are not a parameter themselves but set several (resolved before a trial trains).
+DERIVED_TUNABLES = {
+    "model.width_multiplier": "multiplies model.enc_channels, model.dec_channels and model.dec_hidden",
+}
+UNTUNABLE = {"train.epochs": "trials train sweep.epochs epochs"}
+OBJECTIVES = {  # name -> direction; the first three are known every epoch, expression_r after training
+    "val_neg_elbo": "minimize",  # val recon + KL: comparable across model.beta
+    "val_loss": "minimize",  # val recon + beta * KL: the training loss (a smaller beta lowers it by itself)
+    "val_recon": "minimize",
+    "expression_r": "maximize",  # the evaluation stage's expression transfer on evaluate.drivers[actor]
+}
+EPOCH_OBJECTIVES = ("val_neg_elbo", "val_loss", "val_recon")
+
+
+class Tunable(Section):
+    """One dimension of the search space: `low`..`high` (integers when both are written as integers,
+    `log` for a log scale), or a list of `choices` (any YAML values, lists included)."""
+
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> "Tunable":
+        if self.choices is not None:
+            if self.low is not None or self.high is not None:
+                raise ValueError("give either low/high or choices, not both")
+            if not self.choices:
+                raise ValueError("choices is empty")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("needs low and high, or choices")
+        if self.low > self.high:
+            raise ValueError(f"low {self.low} is above high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+    @property
+    def kind(self) -> Literal["int", "float", "categorical"]:
+        if self.choices is not None:
+            return "categorical"
+        return "int" if isinstance(self.low, int) and isinstance(self.high, int) else "float"
+
+
+def tunable_keys() -> set[str]:
+    """Dotted keys a sweep may tune: model.* and train.* parameters, plus the derived tunables."""
+    keys = {f"model.{k}" for k in flatten(ModelConfig())} | {f"train.{k}" for k in flatten(TrainConfig())}
+    return (keys | set(DERIVED_TUNABLES)) - set(UNTUNABLE)
+
+
+DEFAULT_SPACE = {
+    "model.latent_dim": Tunable(low=8, high=64, log=True),
+    "model.width_multiplier": Tunable(choices=[0.25, 0.5, 1.0]),
+    "model.enc_kernel": Tunable(choices=[3, 4, 5]),
+    "model.dec_kernels": Tunable(choices=[[5, 5, 6, 6], [4, 6, 7, 8], [4, 5, 8, 10]]),
+    "model.batch_norm": Tunable(choices=[True, False]),
+    "model.beta": Tunable(low=0.25, high=4.0, log=True),
+    "train.lr": Tunable(low=3e-4, high=1e-2, log=True),
+    "train.batch_size": Tunable(choices=[32, 64, 128]),
+    "train.augment.hflip": Tunable(choices=[True, False]),
+    "train.augment.color_jitter": Tunable(low=0.0, high=0.5),
+}
+
+
+class SweepConfig(Section):
+    """`facevae sweep`: Optuna TPE over `space`, each trial a short training (see params.yaml)."""
+
+    trials: int = Field(20, ge=1)
+    epochs: int = Field(15, ge=1)
+    seed: int = 0
+    sampler_startup_trials: int = Field(8, ge=0)
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    pruner_startup_trials: int = Field(4, ge=0)
+    pruner_warmup_epochs: int = Field(3, ge=0)
+    storage: str = "sqlite:///optuna/optuna.db"
+    study: str | None = None
+    objectives: list[str] = ["val_neg_elbo"]
+    multi_objectives: list[str] = ["val_neg_elbo", "expression_r"]
+    baseline_trial: bool = True
+    heartbeat_s: int = Field(30, ge=1)
+    grace_s: int | None = Field(None, ge=1)
+    max_retry: int = Field(2, ge=0)
+    identity_frames: int = Field(4, ge=1)
+    keep_models: Literal["best", "all"] = "best"
+    trials_dir: Path = Path("models/sweeps")
+    out_dir: Path = Path("reports")
+    space: dict[str, Tunable] = DEFAULT_SPACE
+
+    @field_validator("space")
+    @classmethod
+    def _known_keys(cls, space: dict[str, Tunable]) -> dict[str, Tunable]:
+        known = tunable_keys()
+        for key in space:
+            if key in UNTUNABLE:
+                raise ValueError(f"{key} cannot be tuned: {UNTUNABLE[key]}")
+            if key not in known:
+                raise ValueError(f"{key} is not a model.* or train.* parameter (nor {', '.join(DERIVED_TUNABLES)})")
+        return space
+
+    @field_validator("objectives", "multi_objectives")
+    @classmethod
+    def _known_objectives(cls, names: list[str], info: Any) -> list[str]:
+        unknown = [n for n in names if n not in OBJECTIVES]
+        if unknown or not names or len(set(names)) != len(names):
+            raise ValueError(f"expected distinct names among {', '.join(OBJECTIVES)}, got {names}")
+        if info.field_name == "objectives" and (len(names) != 1 or names[0] not in EPOCH_OBJECTIVES):
+            raise ValueError(f"a single objective, one of {', '.join(EPOCH_OBJECTIVES)} (pruning needs it every epoch)")
+        return names
+
+
 class Params(Section):
     actors: list[str] = ["pexels", "feat"]
     samples: SamplesConfig = SamplesConfig()
@@ -138,25 +273,47 @@ class Params(Section):
     build: BuildConfig = BuildConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    transfer: TransferConfig = TransferConfig()
     mlflow: MlflowConfig = MlflowConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     demo: DemoConfig = DemoConfig()
+    sweep: SweepConfig = SweepConfig()
 
 
-def load_params(path: str | Path = DEFAULT_PARAMS, overrides: list[str] | None = None) -> Params:
-    """Read params.yaml (defaults if it does not exist), apply `key.sub=value` overrides, validate."""
+def load_params(
+    path: str | Path = DEFAULT_PARAMS, overrides: list[str] | None = None, override_files: list[Path] | None = None
+) -> Params:
+    """Read params.yaml (defaults if it does not exist), merge `override_files` over it (YAML files
+    of the same shape, e.g. a sweep's best_params.yaml), apply `key.sub=value` overrides, validate."""
     path = Path(path)
-    raw: dict[str, Any] = {}
-    if path.exists():
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise FaceVAEError(f"not valid YAML ({exc.__class__.__name__})", path) from exc
-        if not isinstance(raw, dict):
-            raise FaceVAEError("expected a mapping of sections at the top level", path)
+    raw = read_params_file(path) if path.exists() else {}
+    for extra in override_files or []:
+        if not Path(extra).is_file():
+            raise FaceVAEError("parameter file not found", extra)
+        deep_merge(raw, read_params_file(Path(extra)))
     for item in overrides or []:
         apply_override(raw, item)
     return validate_params(raw, source=path)
+
+
+def read_params_file(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise FaceVAEError(f"not valid YAML ({exc.__class__.__name__})", path) from exc
+    if not isinstance(raw, dict):
+        raise FaceVAEError("expected a mapping of sections at the top level", path)
+    return raw
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Merge `extra` into `base` in place: mappings merge key by key, anything else replaces."""
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_merge(base[key], value)
+        else:
+            base[key] = value
+    return base
 
 
 def validate_params(raw: dict[str, Any], source: str | Path = "params") -> Params:

@@ -107,19 +107,30 @@ def dataset_counts(path: str | Path) -> dict[str, int]:
     return {name: int((split == code).sum()) for name, code in SPLITS.items()}
 
 
-def build_actor_dataset(faces_dir: str | Path, out_path: str | Path, cfg: BuildConfig) -> dict[str, int]:
-    """Pack the kept faces of an `extract` output folder into one HDF5 dataset."""
+def build_actor_dataset(
+    faces_dir: str | Path, out_path: str | Path, cfg: BuildConfig, curation: str | Path | None = None
+) -> dict[str, int]:
+    """Pack the kept faces of an `extract` output folder into one HDF5 dataset.
+
+    `curation` is an optional `data/curation/<actor>.yaml` (absent file = no curation): its
+    exclusions and force-keeps are applied before the split. Returns the split counts plus
+    `curated_excluded` / `curated_kept` (frames curation removed / rescued).
+    """
     import pandas as pd
 
+    from facevae.curation import apply_curation, load_curation
+
     faces_dir = Path(faces_dir)
+    hand = load_curation(curation)
     table_path, crops_path = faces_dir / "frames.csv", faces_dir / "crops.h5"
     for required in (table_path, crops_path):
         if not required.exists():
             raise FaceVAEError("missing; run `facevae extract` first", required)
     table = pd.read_csv(table_path, keep_default_na=False)
-    kept = table[(table["kept"] == 1) & (table["crop_index"] >= 0)].reset_index(drop=True)
+    curated = apply_curation(table, hand)
+    kept = table[curated.kept].reset_index(drop=True)
     if kept.empty:
-        raise FaceVAEError("no kept faces to build a dataset from", table_path)
+        raise FaceVAEError("no kept faces to build a dataset from", hand.path if hand else table_path)
     with h5py.File(crops_path, "r") as h5:
         crops = h5["images"]
         index = kept["crop_index"].to_numpy()
@@ -142,9 +153,11 @@ def build_actor_dataset(faces_dir: str | Path, out_path: str | Path, cfg: BuildC
             "coverage": float(extract_info.get("coverage", float("nan"))),
             "extract_params": extract_info,
             "build_params": cfg.model_dump(),
+            "curation": {"file": str(hand.path) if hand.path else None, "excluded": curated.excluded,
+                         "kept": curated.rescued},
         },
-    )
-    return dataset_counts(out_path)
+    )  # fmt: skip
+    return {**dataset_counts(out_path), "curated_excluded": curated.excluded, "curated_kept": curated.rescued}
 
 
 def images_to_hdf5(folder: str | Path, out_path: str | Path, size: int, cfg: BuildConfig) -> dict[str, int]:

@@ -27,13 +27,14 @@ import numpy as np
 from tqdm import tqdm
 
 from facevae.atomic import atomic_path
-from facevae.config import ExtractConfig
+from facevae.config import ExtractConfig, TransferConfig
 from facevae.errors import FaceVAEError
 from facevae.extract import track_video
 from facevae.faces import AlignedFace, FaceAligner
 from facevae.facetrack import FaceTracker, Track
 from facevae.images import make_grid, save_png
 from facevae.inference import ActorModel, CropGeometry, latent_path
+from facevae.transfer import DriveSession
 from facevae.render import NEUTRAL, SideBySide, check_upscale, driver_panel, enlarge, enlarge_batch, save_gif
 from facevae.video import OUTPUT_FORMATS, VIDEO_SUFFIXES, VideoWriter, probe
 
@@ -223,7 +224,9 @@ class ReconstructSummary:
 class FrameBatcher:
     """Collects frames in order, runs the network on `batch` faces at a time, emits composed frames.
 
-    A frame without a face repeats the last composed frame (the blank one before any face)."""
+    A frame without a face repeats the last composed frame (the blank one before any face).
+    Faces go through a driving session (facevae.transfer, the seed's decode(mu) by default); its
+    first chunk waits for `session.warmup` faces, the window its neutral frame is chosen from."""
 
     def __init__(
         self,
@@ -232,10 +235,14 @@ class FrameBatcher:
         emit: Callable[[np.ndarray], None],
         keep_arrays: bool,
         batch: int = BATCH,
+        session: DriveSession | None = None,
     ):
         self.model, self.layout, self.emit, self.batch = model, layout, emit, batch
+        self.session = session or DriveSession(model, TransferConfig(), "seed")
+        self.first = max(batch, self.session.warmup)  # faces before the first network call
         self.slots: list[np.ndarray | None] = []  # driver panel per pending frame, None: no face
         self.crops: list[np.ndarray] = []
+        self.landmarks: list[np.ndarray] = []
         self.last = layout.blank()
         self.faces = self.held = self.blank = 0
         self.keep_arrays = keep_arrays
@@ -245,21 +252,22 @@ class FrameBatcher:
         self.output_rows: list[np.ndarray] = []
         self.found_rows: list[bool] = []
 
-    def add(self, panel: np.ndarray | None, crop: np.ndarray | None) -> None:
+    def add(self, panel: np.ndarray | None, crop: np.ndarray | None, landmarks: np.ndarray | None = None) -> None:
         if panel is None and not self.slots:  # nothing pending: hold right away
             self._emit_held()
             return
         self.slots.append(panel)
         if panel is not None:
             self.crops.append(crop)
-            if len(self.crops) >= self.batch:
+            self.landmarks.append(np.full((68, 2), np.nan) if landmarks is None else landmarks)
+            if len(self.crops) >= (self.batch if self.faces else self.first):
                 self.flush()
 
     def flush(self) -> None:
         if not self.slots:
             return
         crops = np.stack(self.crops) if self.crops else None
-        outputs = self.model.reconstruct(crops) if crops is not None else None
+        outputs = self.session(crops, np.stack(self.landmarks)) if crops is not None else None
         large = enlarge_batch(outputs, self.layout.panel) if outputs is not None else None
         j = 0
         for panel in self.slots:
@@ -273,7 +281,7 @@ class FrameBatcher:
                 self._keep(True)
             self.emit(self.last)
             j += 1
-        self.slots, self.crops = [], []
+        self.slots, self.crops, self.landmarks = [], [], []
 
     def _emit_held(self) -> None:
         if self.faces:
@@ -337,9 +345,12 @@ def reconstruct_video(
     progress: bool = True,
     aligner: FaceAligner | None = None,
     batch: int = BATCH,
+    mode: str = "seed",
+    transfer_cfg: TransferConfig | None = None,
 ) -> ReconstructSummary:
     """The actor's face for every frame of `video`, side by side with the driver's, as a video
-    with the input's frame rate, frame count and audio. Nothing is written unless it succeeds."""
+    with the input's frame rate, frame count and audio. Nothing is written unless it succeeds.
+    `mode`: the driving mode (facevae.transfer), with `transfer_cfg` (params.transfer)."""
     started = time.perf_counter()
     video, output = Path(video), Path(output)
     save_arrays = Path(save_arrays) if save_arrays is not None else None
@@ -347,6 +358,7 @@ def reconstruct_video(
     check_arrays_output(save_arrays)
     upscale = check_upscale(upscale)
     info = probe(video)
+    session = DriveSession(model, transfer_cfg or TransferConfig(), mode)
     size = model.image_size
     panel = size * upscale
     layout = SideBySide(panel)
@@ -363,7 +375,7 @@ def reconstruct_video(
             writer.write(frame)
             bar.update()
 
-        batcher = FrameBatcher(model, layout, emit, keep_arrays=save_arrays is not None, batch=batch)
+        batcher = FrameBatcher(model, layout, emit, keep_arrays=save_arrays is not None, batch=batch, session=session)
         frames = 0
         stack.enter_context(torch_threads(PIPELINE_TORCH_THREADS))
         for frame in iter_video_faces(video, extract_cfg, model.crop, aligner):
@@ -372,7 +384,7 @@ def reconstruct_video(
             if face is None:
                 batcher.add(None, None)
             else:
-                batcher.add(driver_panel(frame.rgb, face.matrix, size, panel), face.crop)
+                batcher.add(driver_panel(frame.rgb, face.matrix, size, panel), face.crop, face.landmarks)
         batcher.flush()
         if batcher.faces == 0:
             raise FaceVAEError(f"no face found in any of its {frames} frames", video)
@@ -414,6 +426,8 @@ def reconstruct_images(
     save_arrays: str | Path | None = None,
     aligner: FaceAligner | None = None,
     progress: bool = True,
+    mode: str = "seed",
+    transfer_cfg: TransferConfig | None = None,
 ) -> ReconstructSummary:
     """A photo (or every photo in a folder) -> side-by-side PNGs. The largest face of each photo
     drives the actor; in a folder, photos without a face are skipped (listed), a single photo
@@ -429,7 +443,7 @@ def reconstruct_images(
     aligner = aligner or aligner_for(extract_cfg, model.crop)
     size, panel = model.image_size, model.image_size * upscale
     layout = SideBySide(panel)
-    panels, crops, kept, skipped = [], [], [], []
+    panels, crops, landmarks, kept, skipped = [], [], [], [], []
     quiet = not progress or single
     bar = tqdm(zip(files, targets), total=len(files), desc=source.name, unit="image", disable=quiet, leave=False)
     for file, target in bar:
@@ -442,11 +456,14 @@ def reconstruct_images(
             continue
         panels.append(driver_panel(rgb, face.matrix, size, panel))
         crops.append(face.crop)
+        landmarks.append(face.landmarks)
         kept.append(target)
     if not crops:
         raise FaceVAEError(f"no face found in any of its {len(files)} images", source)
     drivers = np.stack(crops)
-    outputs = model.reconstruct(drivers)
+    # photos in a folder are driven as one clip (a single photo is its own neutral: relative
+    # and landmark modes then show the actor's neutral face)
+    outputs = DriveSession(model, transfer_cfg or TransferConfig(), mode)(drivers, np.stack(landmarks))
     large = enlarge_batch(outputs, panel)
     with ExitStack() as stack:
         arrays_tmp = stack.enter_context(atomic_path(save_arrays)) if save_arrays is not None else None
@@ -469,14 +486,17 @@ def reconstruct(
     upscale: int = 1,
     save_arrays: str | Path | None = None,
     progress: bool = True,
+    mode: str = "seed",
+    transfer_cfg: TransferConfig | None = None,
 ) -> ReconstructSummary:
     """Dispatch on the input: a video -> a video, a photo or a folder of photos -> PNGs."""
     source = Path(source)
+    drive = {"mode": mode, "transfer_cfg": transfer_cfg}
     if source.is_dir() or (source.is_file() and is_image(source)):
-        return reconstruct_images(model, source, output, extract_cfg, upscale, save_arrays, progress=progress)
+        return reconstruct_images(model, source, output, extract_cfg, upscale, save_arrays, progress=progress, **drive)
     if not source.exists():
         raise FaceVAEError("no such file or folder", source)
-    return reconstruct_video(model, source, output, extract_cfg, upscale, save_arrays, progress=progress)
+    return reconstruct_video(model, source, output, extract_cfg, upscale, save_arrays, progress=progress, **drive)
 
 
 # ---- walks and samples ----------------------------------------------------------------------

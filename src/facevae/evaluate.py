@@ -27,12 +27,23 @@ from facevae.metrics import (
     laplacian_sharpness,
     reconstruction_metrics,
 )
+from facevae.config import TransferConfig
 from facevae.model import VAE, vae_loss
+from facevae.transfer import MODES as TRANSFER_MODES
+from facevae.transfer import translators as transfer_translators
 
 OUTPUT_UPSCALE = 4  # landmarks of 64 px outputs are fitted on a 4x enlargement
 BATCH = 256
 
 Translator = Callable[[np.ndarray], np.ndarray]  # aligned driver crops -> actor faces (uint8 NHWC)
+# A translator may also drive from a whole clip (time order, with landmarks): facevae.transfer's
+# modes have `translate_clip(crops, landmarks)`, which evaluate_transfer prefers.
+
+
+def translate_clip(translate: Translator, clip: "DriverClip") -> np.ndarray:
+    if hasattr(translate, "translate_clip"):
+        return translate.translate_clip(clip.crops, clip.landmarks)
+    return translate(clip.crops)
 
 
 @dataclass
@@ -146,7 +157,7 @@ def evaluate_transfer(
     actor_sharpness: float,
     identity_frames: int,
 ) -> TransferResult:
-    outputs = translate(clip.crops)
+    outputs = translate_clip(translate, clip)
     out_landmarks = reader.landmarks(outputs)
     driver_features = expression_features(clip.landmarks)
     output_features = expression_features(out_landmarks)
@@ -154,8 +165,21 @@ def evaluate_transfer(
     pick = spread(len(outputs), identity_frames)
     scores["identity_pass"] = reader.identity_pass(outputs[pick], out_landmarks[pick], actor_centroid)
     scores["sharpness"] = float(np.median(laplacian_sharpness(outputs)) / actor_sharpness)
+    scores["jitter"] = jitter(driver_features, output_features)
     scores["frames"] = len(outputs)
     return TransferResult(scores, driver_features, output_features, outputs)
+
+
+def jitter(driver_features: np.ndarray, output_features: np.ndarray) -> float:
+    """Frame-to-frame roughness of the output's expression features over the driver's: RMS second
+    difference, averaged over the expression features (1 = as smooth as the driver, > 1 shakier)."""
+    ratios = []
+    for i in range(len(EXPRESSION_FEATURES)):
+        d, o = np.diff(driver_features[:, i], 2), np.diff(output_features[:, i], 2)
+        ok = np.isfinite(d) & np.isfinite(o)
+        if ok.sum() > 2 and np.sqrt(np.mean(d[ok] ** 2)) > 1e-9:
+            ratios.append(np.sqrt(np.mean(o[ok] ** 2)) / np.sqrt(np.mean(d[ok] ** 2)))
+    return float(np.mean(ratios)) if ratios else float("nan")
 
 
 def actor_reference(reader: OutputFaceReader, actor_images: np.ndarray, identity_frames: int) -> tuple[np.ndarray, float]:
@@ -171,7 +195,9 @@ def baselines(train_images: np.ndarray, latent_dim: int) -> dict[str, Translator
 
 # ---- one model, every driver: the report ------------------------------------------------------
 
-MODES = ("vae", "nearest_neighbour", "pca")
+RECON_MODES = ("vae", "nearest_neighbour", "pca")  # val reconstruction rows
+BASELINES = ("nearest_neighbour", "pca")
+MODES = (*TRANSFER_MODES, *BASELINES)  # transfer rows: every driving mode, then the baselines
 LOWER_IS_BETTER = {"val_neg_elbo", "val_mse"}
 
 
@@ -181,13 +207,21 @@ class Evaluation:
     kl_dims: np.ndarray
     transfers: dict[str, dict[str, TransferResult]]  # driver -> mode -> result
     clips: dict[str, DriverClip]
+    mode: str = "seed"  # the driving mode the headline reports (transfer.mode)
+
+    @property
+    def modes(self) -> list[str]:
+        """Transfer rows in report order: the driving modes evaluated, then the baselines."""
+        present = {m for by_mode in self.transfers.values() for m in by_mode}
+        return [m for m in MODES if m in present]
 
     def headline(self) -> dict[str, float]:
-        """Flat numbers for MLflow and the champion decision: the VAE's val and mean transfer scores."""
+        """Flat numbers for MLflow and the champion decision: the VAE's val reconstruction and the
+        mean transfer scores of the driving mode in use (transfer.mode)."""
         flat = {f"val_{k}": v for k, v in self.metrics["reconstruction"]["vae"].items()}
         if self.transfers:
-            for key in ("expression_r", "expression_gain", "identity_pass", "sharpness"):
-                flat[key] = float(np.nanmean([t["vae"].scores[key] for t in self.transfers.values()]))
+            for key in ("expression_r", "expression_gain", "identity_pass", "sharpness", "jitter"):
+                flat[key] = float(np.nanmean([t[self.mode].scores[key] for t in self.transfers.values()]))
         return flat
 
 
@@ -198,18 +232,22 @@ def evaluate_model(
     clips: list[DriverClip],
     identity_frames: int = 40,
     identity_threshold: float = 0.6,
+    transfer_cfg: TransferConfig | None = None,
 ) -> Evaluation:
+    """Val reconstruction (VAE, baselines) and, on every clip, each driving mode the model can run
+    (facevae.transfer) beside the baselines."""
+    transfer_cfg = transfer_cfg or TransferConfig()
     recon = {}
     recon["vae"], kl_dims = vae_reconstruction(actor.vae, val_images)
-    translators = {"vae": actor.reconstruct, **baselines(train_images, actor.latent_dim)}
-    for mode in MODES[1:]:
+    translators = {**transfer_translators(actor, transfer_cfg), **baselines(train_images, actor.latent_dim)}
+    for mode in BASELINES:
         recon[mode] = reconstruction_metrics(val_images, translators[mode](val_images))
     reader = OutputFaceReader(actor.crop.size, actor.crop.coverage, identity_threshold)
     centroid, actor_sharpness = actor_reference(reader, train_images, identity_frames)
     transfers = {
         clip.name: {
             mode: evaluate_transfer(translators[mode], clip, reader, centroid, actor_sharpness, identity_frames)
-            for mode in MODES
+            for mode in translators
         }
         for clip in clips
     }
@@ -217,7 +255,8 @@ def evaluate_model(
         "reconstruction": recon,
         "transfer": {name: {mode: r.scores for mode, r in by_mode.items()} for name, by_mode in transfers.items()},
     }
-    return Evaluation(metrics, kl_dims, transfers, {c.name: c for c in clips})
+    mode = transfer_cfg.mode if transfer_cfg.mode in translators else "seed"
+    return Evaluation(metrics, kl_dims, transfers, {c.name: c for c in clips}, mode)
 
 
 # ---- the stage: model folder + dataset + driver clips -> reports, MLflow, champion -------------
@@ -241,13 +280,17 @@ def run_evaluation(model_dir: Path, data: Path, drivers: list[Path], params, out
     from facevae.tracking import read_run_file
 
     actor = ActorModel.from_file(Path(model_dir) / "model.pt", params.extract)
+    if actor.transfer is None:  # a model file from before the driving modes: fit them here
+        from facevae.transfer import fit_transfer_from_dataset
+
+        actor.transfer = fit_transfer_from_dataset(actor, data, params.transfer)
     train_images, val_images = read_split(data, "train"), read_split(data, "val")
     if len(val_images) == 0:
         val_images = train_images
     clips = [load_clip(Path(p), params.extract, actor) for p in drivers]
     cfg = params.evaluate
     evaluation = evaluate_model(actor, train_images, val_images, clips, cfg.identity_frames,
-                                params.extract.identity_threshold)
+                                params.extract.identity_threshold, params.transfer)
     run_record = read_run_file(model_dir)
     decision = log_evaluation(run_record, evaluation.headline(), cfg.champion_metric,
                               cfg.champion_metric in LOWER_IS_BETTER)

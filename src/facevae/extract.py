@@ -34,9 +34,10 @@ from facevae.config import ExtractConfig
 from facevae.errors import FaceVAEError
 from facevae.faces import AlignedFace, FaceAligner, FaceEncoder
 from facevae.facetrack import FaceTracker, Track
+from facevae.occlusion import mouth_patches, occlusion_scores
 from facevae.video import VIDEO_SUFFIXES, iter_frames, probe
 
-REASONS = ("no_face", "multiple_faces", "wrong_identity", "tiny", "pose", "blur")
+REASONS = ("no_face", "multiple_faces", "wrong_identity", "tiny", "pose", "blur", "occluded")
 CROP_BLOCK = 256  # crops buffered before an HDF5 write
 
 
@@ -332,24 +333,55 @@ def finish_extraction(
     png_dir = out_dir / "crops" if cfg.save_crops else None
     if png_dir:
         png_dir.mkdir()
-    tables = []
+    tables, patches, png_of_crop = [], [], []
     with CropWriter(out_dir / "crops.h5", cfg.crop_size, compression="gzip") as crops:
         for result in results:
             table, picks = video_table(result, centroid, cfg, first_crop=crops.count)
             with_crop = table[table["crop_index"] >= 0]
             png_names = [f"{result.path.stem}_{frame:06d}.png" if kept else None
                          for frame, kept in zip(with_crop["frame"], with_crop["kept"])]  # fmt: skip
+            png_of_crop += png_names
+            landmarks, done = crop_landmarks(with_crop), 0
             for block, names in iter_picked_crops(result.part_path, picks, png_names):
                 crops.extend(block)
+                patches.append(mouth_patches(block, landmarks[done : done + len(block)]))
+                done += len(block)
                 if png_dir:
                     save_pngs(block, names, png_dir)
             tables.append(table)
         frames = pd.concat(tables, ignore_index=True)
+        flag_occluded(frames, np.concatenate(patches) if patches else np.zeros((0, 1, 1)), cfg, png_dir, png_of_crop)
         describe_crops(crops, frames, [r.name for r in results], cfg)
     frames.to_csv(out_dir / "frames.csv", index=False)
     summary = summarize(frames, results, out_dir, skipped)
     (out_dir / "summary.json").write_text(json.dumps(summary_json(summary, results), indent=2) + "\n")
     return summary
+
+
+def crop_landmarks(rows: pd.DataFrame) -> np.ndarray:
+    """(N, 68, 2) landmarks of frames.csv rows."""
+    xs = rows[[f"lm_x{i}" for i in range(68)]].to_numpy(np.float32)
+    ys = rows[[f"lm_y{i}" for i in range(68)]].to_numpy(np.float32)
+    return np.stack([xs, ys], axis=-1)
+
+
+def flag_occluded(
+    frames: pd.DataFrame, patches: np.ndarray, cfg: ExtractConfig, png_dir: Path | None, png_of_crop: list
+) -> None:
+    """Score every crop (column `occlusion`, see facevae.occlusion) against the actor's own crops,
+    and drop kept ones above cfg.max_occlusion as `occluded` (their PNG goes too)."""
+    with_crop = np.flatnonzero(frames["crop_index"].to_numpy() >= 0)
+    scores = np.full(len(frames), np.nan, dtype=np.float32)
+    scores[with_crop] = occlusion_scores(patches)
+    at = frames.columns.get_loc("crop_index") + 1
+    frames.insert(at, "occlusion", np.round(scores, 4))
+    occluded = (frames["kept"].to_numpy() == 1) & (scores > cfg.max_occlusion)
+    frames.loc[occluded, "kept"] = 0
+    frames.loc[occluded, "reason"] = "occluded"
+    if png_dir:
+        for index in frames.loc[occluded, "crop_index"]:
+            if png_of_crop[index]:
+                (png_dir / png_of_crop[index]).unlink(missing_ok=True)
 
 
 def video_table(

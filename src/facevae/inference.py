@@ -248,8 +248,12 @@ class ActorModel:
     Calls are batched (`batch_size` faces per forward pass) and run without autograd.
     """
 
-    def __init__(self, vae, crop: CropGeometry, source: str = "", actor: str = "", batch_size: int = DEFAULT_BATCH):
+    def __init__(
+        self, vae, crop: CropGeometry, source: str = "", actor: str = "", batch_size: int = DEFAULT_BATCH,
+        transfer=None,
+    ):
         self.vae = vae.eval()
+        self.transfer = transfer  # facevae.transfer.TransferAssets (driving modes), None if not fitted
         self.crop = crop
         self.source = source
         self.actor = actor
@@ -302,7 +306,13 @@ class ActorModel:
                 source,
             )
         check_requested_crop(crop, requested or {}, source)
-        return cls(vae, crop, source=source, actor=str(payload.get("actor", "")), batch_size=batch_size)
+        transfer = None
+        if isinstance(payload.get("transfer"), dict):
+            from facevae.transfer import TransferAssets
+
+            transfer = TransferAssets.from_payload(payload["transfer"])
+        return cls(vae, crop, source=source, actor=str(payload.get("actor", "")), batch_size=batch_size,
+                   transfer=transfer)
 
     # -- numpy in, numpy out
 

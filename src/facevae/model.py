@@ -261,7 +261,9 @@ def model_from_config_dict(config: dict[str, Any]) -> VAE:
     return VAE(ModelConfig.model_validate(config))
 
 
-def save_model(path: str | Path, model: VAE, actor: str, crop: dict[str, Any] | None = None) -> Path:
+def save_model(
+    path: str | Path, model: VAE, actor: str, crop: dict[str, Any] | None = None, transfer: dict[str, Any] | None = None
+) -> Path:
     """Weights + model config: all that rebuilding the network needs (no training state).
 
     `crop` ({"size", "coverage"}) records how the training faces were cut, so a driver's face
@@ -272,6 +274,8 @@ def save_model(path: str | Path, model: VAE, actor: str, crop: dict[str, Any] | 
     payload = {"format": MODEL_FORMAT, "actor": actor, "model_config": model_config_dict(model.cfg), "state_dict": state_dict}
     if crop:
         payload["crop"] = crop
+    if transfer:  # facevae.transfer.TransferAssets.to_payload(): what the driving modes need
+        payload["transfer"] = transfer
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return Path(path)

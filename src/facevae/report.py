@@ -12,13 +12,13 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from facevae.atomic import atomic_path
-from facevae.evaluate import MODES, Evaluation
+from facevae.evaluate import RECON_MODES, Evaluation
 from facevae.expression import FEATURES
 from facevae.images import make_grid, save_png, upscale
 
 STRIP_FRAMES = 8
-TABLE_COLUMNS = ("expression_r", "expression_gain", "r_mouth_open", "r_eye_open", "r_brow_height",
-                 "identity_pass", "sharpness")
+TABLE_COLUMNS = ("expression_r", "expression_gain", "r_mouth_open", "r_mouth_width", "r_eye_open",
+                 "r_brow_height", "identity_pass", "sharpness", "jitter")
 RECON_COLUMNS = ("mse", "psnr", "ssim", "neg_elbo", "active_dims")
 
 
@@ -38,10 +38,10 @@ def table_rows(evaluation: Evaluation) -> list[list[str]]:
     """One row per (driver, mode) for transfer, then one per mode for val reconstruction."""
     rows = [["transfer: driver", "mode", *TABLE_COLUMNS]]
     for driver, by_mode in evaluation.metrics["transfer"].items():
-        for mode in MODES:
+        for mode in evaluation.modes:
             rows.append([driver, mode, *(fmt(by_mode[mode].get(c)) for c in TABLE_COLUMNS)])
     rows.append(["reconstruction: val", "mode", *RECON_COLUMNS])
-    for mode in MODES:
+    for mode in RECON_MODES:
         recon = evaluation.metrics["reconstruction"][mode]
         rows.append(["", mode, *(fmt(recon.get(c)) for c in RECON_COLUMNS)])
     return rows
@@ -51,7 +51,7 @@ def strip(evaluation: Evaluation, driver: str, zoom: int = 2) -> np.ndarray:
     """Rows: driver crops, then each mode's outputs, for frames spread over the clip."""
     clip, results = evaluation.clips[driver], evaluation.transfers[driver]
     pick = np.linspace(0, len(clip.crops) - 1, min(STRIP_FRAMES, len(clip.crops))).round().astype(int)
-    rows = [clip.crops[pick], *(results[mode].outputs[pick] for mode in MODES)]
+    rows = [clip.crops[pick], *(results[mode].outputs[pick] for mode in evaluation.modes)]
     return upscale(make_grid(np.concatenate(rows), ncols=len(pick)), zoom)
 
 
@@ -81,7 +81,7 @@ def summary_png(evaluation: Evaluation, actor: str, path: Path) -> Path:
     canvas.paste(table, (0, 24))
     y = 24 + table.height
     for driver, image in zip(evaluation.clips, strips):
-        draw.text((4, y + 4), f"driver {driver}: rows = driver, {', '.join(MODES)}", fill=(0, 0, 0))
+        draw.text((4, y + 4), f"driver {driver}: rows = driver, {', '.join(evaluation.modes)}", fill=(0, 0, 0))
         canvas.paste(image, (0, y + 18))
         y += image.height + 20
     return save_png(np.asarray(canvas), path)
@@ -101,7 +101,10 @@ def summary_html(evaluation: Evaluation, actor: str, png_name: str, champion: di
         f"<h1>facevae evaluation: {html.escape(actor)}</h1>{decision}<table>{''.join(body)}</table>"
         "<p>Expression r: Pearson correlation of landmark features (driver vs output) over the clip; "
         "gain: std(output)/std(driver); identity: share of outputs recognised as the actor; "
-        "sharpness: relative to the actor's own crops.</p>"
+        "sharpness: relative to the actor's own crops; jitter: frame-to-frame roughness of the output's "
+        "features over the driver's (1 = as smooth as the driver). Modes: seed (decode(mu(crop))), "
+        "normalised, relative, landmark, blend (facevae.transfer); headline mode: "
+        f"{html.escape(evaluation.mode)}.</p>"
         f"<img src='{html.escape(png_name)}' alt='summary'></body></html>\n"
     )
 
@@ -110,8 +113,8 @@ def transfer_table(evaluation: Evaluation, driver: str) -> pd.DataFrame:
     clip, results = evaluation.clips[driver], evaluation.transfers[driver]
     table = pd.DataFrame({"frame": clip.frames})
     for i, name in enumerate(FEATURES):
-        table[f"driver_{name}"] = results["vae"].driver_features[:, i]
-        for mode in MODES:
+        table[f"driver_{name}"] = next(iter(results.values())).driver_features[:, i]
+        for mode in evaluation.modes:
             table[f"{mode}_{name}"] = results[mode].output_features[:, i]
     return table
 

@@ -13,6 +13,7 @@ import math
 import os
 import subprocess
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import urlparse
@@ -134,23 +135,41 @@ def environment_kept(keys: tuple[str, ...] = URI_VARIABLES) -> Iterator[None]:
                 os.environ[key] = value
 
 
+@dataclass
+class RunOptions:
+    """Where a training run goes and what it keeps; the defaults are a plain `facevae train`."""
+
+    parent_run_id: str | None = None  # nest under this run (a sweep's), also from another process
+    run_name: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    log_model: bool = True  # False: no pyfunc model and no registry version (sweep trials)
+
+
 @contextmanager
-def tracked_run(data: Path, actor: str, params: Params, out_dir: Path, resume: bool = False) -> Iterator["RunTracker"]:
+def tracked_run(
+    data: Path, actor: str, params: Params, out_dir: Path, resume: bool = False, options: RunOptions | None = None
+) -> Iterator["RunTracker"]:
     """An active MLflow run for one training; ends FAILED if training raises. Leaves the environment as it was."""
     with environment_kept():
-        with _tracked_run(data, actor, params, out_dir, resume) as tracker:
+        with _tracked_run(data, actor, params, out_dir, resume, options or RunOptions()) as tracker:
             yield tracker
 
 
 @contextmanager
-def _tracked_run(data: Path, actor: str, params: Params, out_dir: Path, resume: bool) -> Iterator["RunTracker"]:
+def _tracked_run(
+    data: Path, actor: str, params: Params, out_dir: Path, resume: bool, options: RunOptions
+) -> Iterator["RunTracker"]:
     import mlflow
 
     uri = configure_tracking(params.mlflow)
     experiment_id = ensure_experiment(actor, params.mlflow, uri)
     run_id = previous_run_id(out_dir, uri) if resume and (out_dir / "checkpoint.pt").exists() else None
     nested = mlflow.active_run() is not None  # e.g. one trial of a sweep that has its own parent run
-    with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id, nested=nested) as run:
+    new_run = {} if run_id else {
+        "experiment_id": experiment_id, "parent_run_id": options.parent_run_id,
+        "run_name": options.run_name, "tags": options.tags or None,
+    }
+    with mlflow.start_run(run_id=run_id, nested=nested, **new_run) as run:
         tracker = RunTracker(run.info.run_id, uri, actor, params, data, out_dir)
         write_run_file(out_dir, {"tracking_uri": uri, "experiment_id": run.info.experiment_id, "run_id": run.info.run_id})
         if run_id is None:

@@ -20,7 +20,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -31,6 +31,9 @@ from facevae.config import AugmentConfig, ModelConfig, Params, TrainConfig
 from facevae.dataset import crop_geometry
 from facevae.errors import FaceVAEError
 from facevae.model import VAE, build_model, flops_per_image, model_config_dict, save_model, vae_loss
+
+if TYPE_CHECKING:
+    from facevae.tracking import RunOptions
 
 CHECKPOINT = "checkpoint.pt"
 MODEL_FILE = "model.pt"
@@ -71,24 +74,46 @@ EpochCallback = Callable[[EpochReport], None]
 
 
 def train(
-    data: Path, actor: str, params: Params, out_dir: Path, resume: bool = False, progress: bool = True
+    data: Path,
+    actor: str,
+    params: Params,
+    out_dir: Path,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch: EpochCallback | None = None,
+    run_options: "RunOptions | None" = None,
 ) -> TrainResult:
     """Train (or with `resume`, continue) a VAE on `data`; write model.pt & co. to `out_dir`.
 
-    With `params.mlflow.enabled` the run is tracked in MLflow and the model registered.
+    With `params.mlflow.enabled` the run is tracked in MLflow and the model registered
+    (`run_options` nests it under a parent run or skips the model, as sweep trials do).
+    `on_epoch` sees every epoch after MLflow has logged it; what it raises stops training.
     """
     data, out_dir = Path(data), Path(out_dir)
     resolve_device(params.train.device)  # a wrong device or missing data fails before an MLflow run exists
     if not data.is_file():
         raise FaceVAEError("dataset not found; run `facevae build` (or `dvc repro`) first", data)
     if not params.mlflow.enabled:
-        return run_training(data, actor, params, out_dir, resume=resume, progress=progress)
-    from facevae.tracking import tracked_run
+        return run_training(data, actor, params, out_dir, resume=resume, progress=progress, on_epoch=on_epoch)
+    from facevae.tracking import RunOptions, tracked_run
 
-    with tracked_run(data, actor, params, out_dir, resume=resume) as tracker:
-        result = run_training(data, actor, params, out_dir, resume, progress, on_epoch=tracker.log_epoch)
-        tracker.log_final_model(result)
+    options = run_options or RunOptions()
+    with tracked_run(data, actor, params, out_dir, resume=resume, options=options) as tracker:
+        log_epoch = chain_callbacks(tracker.log_epoch, on_epoch)
+        result = run_training(data, actor, params, out_dir, resume, progress, on_epoch=log_epoch)
+        result.run_id = tracker.run_id
+        if options.log_model:
+            tracker.log_final_model(result)
     return result
+
+
+def chain_callbacks(*callbacks: EpochCallback | None) -> EpochCallback:
+    def each(report: EpochReport) -> None:
+        for callback in callbacks:
+            if callback is not None:
+                callback(report)
+
+    return each
 
 
 def run_training(
@@ -515,12 +540,23 @@ def load_checkpoint(
 def write_outputs(
     out_dir: Path, model: VAE, params: Params, actor: str, data: Path, history: list[dict[str, float]]
 ) -> dict[str, Any]:
-    save_model(out_dir / MODEL_FILE, model, actor, crop=crop_geometry(data))
+    crop = crop_geometry(data)
+    save_model(out_dir / MODEL_FILE, model, actor, crop=crop, transfer=fit_transfer_payload(model, data, params, crop))
     write_json(out_dir / "config.json", {"actor": actor, "data": str(data), "params": params.model_dump(mode="json")})
     metrics = final_metrics(history, params.model)
     write_json(out_dir / "metrics.json", metrics)
     write_history_csv(out_dir / "history.csv", history)
     return metrics
+
+
+def fit_transfer_payload(model: VAE, data: Path, params: Params, crop: dict[str, Any] | None) -> dict[str, Any]:
+    """The driving modes' actor statistics and landmark head (facevae.transfer), fitted on the
+    trained model and the actor's own frames; stored in model.pt."""
+    from facevae.inference import ActorModel, CropGeometry
+    from facevae.transfer import fit_transfer_from_dataset
+
+    geometry = CropGeometry(**crop) if crop else CropGeometry(params.model.image_size, params.extract.coverage)
+    return fit_transfer_from_dataset(ActorModel(model, geometry), data, params.transfer).to_payload()
 
 
 def final_metrics(history: list[dict[str, float]], cfg: ModelConfig) -> dict[str, Any]:

@@ -1,0 +1,46 @@
+"""Occlusion score: does the image around the mouth landmarks look like the actor's mouth?
+
+dlib places all 68 landmarks even when a hand covers the mouth; the image around those
+landmarks then shows fingers, not lips. Per crop, a small patch around each outer-lip landmark
+(48-59) is compared with the median patch of that landmark over all of the actor's crops
+(robust while under half the crops are occluded): the score is the mean of 1 - normalised
+correlation (0 = looks like the actor's lips, up to 2). Patches follow the landmarks, so an open
+mouth, a smile or pursed lips move with them and stay close to the median; colours are kept
+(lips are redder than fingers) and each patch's mean is removed (lighting).
+
+Cost: a few milliseconds per thousand crops (numpy only, no weights). Measured on the pexels
+clip (bench/occlusion.py): eye-only occlusion is not scored, only the lower face.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MOUTH = np.r_[48:60]  # outer lip contour: inner lip points (60-67) change too much with the open mouth
+RADIUS = 2  # patch half-size in crop pixels (a 64 px crop: 5x5 patches)
+MAX_REFERENCE = 4000  # crops the median patch is taken over (evenly spaced), for long videos
+
+
+def mouth_patches(crops: np.ndarray, landmarks: np.ndarray, radius: int = RADIUS) -> np.ndarray:
+    """(N, S, S, 3) uint8 crops and (N, 68, 2) crop-pixel landmarks -> (N, len(MOUTH), D) unit
+    patches (mean removed, L2-normalised; NaN landmarks give zero patches)."""
+    n, size = len(crops), crops.shape[1]
+    points = np.nan_to_num(np.asarray(landmarks, dtype=np.float32)[:, MOUTH], nan=size / 2)
+    offsets = np.arange(-radius, radius + 1)
+    xs = np.clip(np.rint(points[..., 0])[..., None, None] + offsets[None, None, None, :], 0, size - 1).astype(np.intp)
+    ys = np.clip(np.rint(points[..., 1])[..., None, None] + offsets[None, None, :, None], 0, size - 1).astype(np.intp)
+    patches = crops[np.arange(n)[:, None, None, None], ys, xs].astype(np.float32).reshape(n, len(MOUTH), -1)
+    patches -= patches.mean(-1, keepdims=True)
+    patches /= np.linalg.norm(patches, axis=-1, keepdims=True) + 1e-6
+    return patches
+
+
+def occlusion_scores(patches: np.ndarray) -> np.ndarray:
+    """(N, L, D) unit patches of one actor -> (N,) scores in [0, 2]: mean 1 - correlation with the
+    per-landmark median patch."""
+    if len(patches) == 0:
+        return np.zeros(0, dtype=np.float32)
+    step = max(1, len(patches) // MAX_REFERENCE)
+    reference = np.median(patches[::step], axis=0)
+    reference /= np.linalg.norm(reference, axis=-1, keepdims=True) + 1e-6
+    return (1.0 - (patches * reference).sum(-1)).mean(-1).astype(np.float32)

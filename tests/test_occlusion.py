@@ -1,0 +1,65 @@
+"""The occlusion score: a hand over the mouth is dropped as `occluded`, strong expressions are not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from skimage.data import astronaut
+
+from facevae.config import ExtractConfig
+from facevae.extract import extract_actor
+from facevae.occlusion import MOUTH, mouth_patches, occlusion_scores
+
+LABELS = Path(__file__).parent / "data" / "pexels_occlusion_labels.csv"
+
+
+def test_a_covered_mouth_scores_high_and_a_moved_one_does_not():
+    face = np.asarray(astronaut()[20:220:3, 160:360:3][:64, :64])
+    crops = np.repeat(face[None], 20, axis=0).copy()
+    landmarks = np.full((20, 68, 2), 32.0, dtype=np.float32)
+    landmarks[:, MOUTH, 0] = np.linspace(22, 42, len(MOUTH))
+    landmarks[:, MOUTH, 1] = 48.0
+    # frame 3: the whole crop (and its landmarks) shifted: patches follow the landmarks
+    crops[3] = np.roll(face, 3, axis=0)
+    landmarks[3, MOUTH, 1] += 3
+    crops[7, 40:60] = np.linspace(150, 230, 64, dtype=np.uint8)[None, :, None]  # a smooth "hand" over the mouth
+    scores = occlusion_scores(mouth_patches(crops, landmarks))
+    assert scores.shape == (20,) and scores[0] == pytest.approx(0, abs=1e-5)
+    assert scores[3] < 0.05 and scores[7] > 0.5
+
+
+def test_no_crops_no_scores():
+    assert occlusion_scores(np.zeros((0, 12, 75), np.float32)).shape == (0,)
+
+
+@pytest.mark.slow
+def test_pexels_hand_over_face_is_occluded_and_strong_expressions_are_kept(sample_clips_dir, tmp_path):
+    summary = extract_actor([sample_clips_dir / "WolfgangLanger_Pexels.mp4"], tmp_path / "out", ExtractConfig(),
+                            progress=False)  # fmt: skip
+    frames = pd.read_csv(tmp_path / "out" / "frames.csv", keep_default_na=False).set_index("frame")
+    labels = pd.read_csv(LABELS).set_index("frame")["occluded"].astype(bool)
+    assert len(labels) == len(frames) == 472
+    flagged = frames["occlusion"] > ExtractConfig().max_occlusion
+    assert flagged[labels].mean() >= 0.9 and flagged[~labels].mean() <= 0.05
+    for frame in (100, 150, 200):  # a hand over the mouth and nose
+        assert frames.loc[frame, "reason"] == "occluded" and frames.loc[frame, "kept"] == 0
+    # eyes shut while crying, wide-eyed with the mouth open, a broad smile, a wink
+    for frame in (20, 45, 232, 300, 288, 450):
+        assert frames.loc[frame, "kept"] == 1, frame
+    stats = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert stats["totals"]["dropped"]["occluded"] == summary.dropped["occluded"] == (frames["reason"] == "occluded").sum()
+    assert not (tmp_path / "out" / "crops" / "WolfgangLanger_Pexels_000150.png").exists()
+
+
+@pytest.mark.slow
+def test_clips_without_occlusion_are_hardly_flagged(sample_clips_dir, tmp_path):
+    clips = [sample_clips_dir / name for name in ("face_noface.mov", "noface_face.mov", "single_face.mp4")]
+    for clip in clips:
+        extract_actor([clip], tmp_path / clip.stem, ExtractConfig(), progress=False)
+        frames = pd.read_csv(tmp_path / clip.stem / "frames.csv", keep_default_na=False)
+        with_face = frames[frames["crop_index"] >= 0]
+        assert (with_face["reason"] == "occluded").mean() <= 0.05, clip.name

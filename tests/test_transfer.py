@@ -1,0 +1,154 @@
+"""Driving modes (facevae.transfer) on real faces: the astronaut's clip, aligned by the real aligner."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from media import astronaut_frames, write_clip
+
+from facevae.config import ExtractConfig, ModelConfig, TransferConfig
+from facevae.drive import reconstruct_video
+from facevae.errors import FaceVAEError
+from facevae.faces import FaceAligner
+from facevae.inference import ActorModel, CropGeometry
+from facevae.model import build_model
+from facevae.transfer import (
+    MODES,
+    ClipTranslator,
+    DriveSession,
+    LatentSmoother,
+    TransferAssets,
+    colour_stats,
+    face_mask,
+    fit_transfer,
+    reinhard,
+    smooth_latents,
+)
+
+CFG = TransferConfig()
+
+
+@pytest.fixture(scope="module")
+def faces():
+    """Aligned 64 px crops and landmarks of the astronaut moving a little (12 frames)."""
+    aligner = FaceAligner(crop_size=64, coverage=2.2)
+    found = [aligner.align_one(rgb) for rgb in astronaut_frames(12)]
+    assert all(f is not None for f in found)
+    return np.stack([f.crop for f in found]), np.stack([f.landmarks for f in found])
+
+
+@pytest.fixture(scope="module")
+def model(faces):
+    """A small random-weight VAE with transfer assets fitted on the astronaut's frames."""
+    torch.manual_seed(0)
+    actor = ActorModel(build_model(ModelConfig(latent_dim=8)), CropGeometry(64, 2.2))
+    crops, landmarks = faces
+    val = np.arange(len(crops)) % 4 == 3
+    actor.transfer = fit_transfer(actor, crops, landmarks, val, CFG)
+    return actor
+
+
+def driver_clip(faces):
+    """Another 'person': the astronaut's crops tinted blue and darkened (real pixels, other colours)."""
+    crops, landmarks = faces
+    tinted = np.clip(crops.astype(np.float32) * np.array([0.6, 0.7, 1.1]) - 10, 0, 255).astype(np.uint8)
+    return tinted[::-1].copy(), landmarks[::-1].copy()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_mode_maps_a_clip_to_actor_faces(model, faces, mode):
+    crops, landmarks = driver_clip(faces)
+    out = ClipTranslator(model, CFG, mode).translate_clip(crops, landmarks)
+    assert out.shape == crops.shape and out.dtype == np.uint8
+    # deterministic: the same clip gives the same faces
+    assert np.array_equal(out, ClipTranslator(model, CFG, mode).translate_clip(crops, landmarks))
+
+
+def test_modes_other_than_seed_need_landmarks_and_fitted_assets(model, faces):
+    crops, _ = faces
+    assert ClipTranslator(model, CFG, "seed")(crops).shape == crops.shape
+    with pytest.raises(FaceVAEError, match="landmarks"):
+        ClipTranslator(model, CFG, "blend")(crops)
+    bare = ActorModel(model.vae, model.crop)
+    with pytest.raises(FaceVAEError, match="transfer statistics"):
+        DriveSession(bare, CFG, "relative")
+    with pytest.raises(FaceVAEError, match="unknown driving mode"):
+        ClipTranslator(model, CFG, "magic")
+
+
+def test_colour_transfer_moves_the_driver_stats_to_the_actors(model, faces):
+    crops, landmarks = driver_clip(faces)
+    masks = face_mask(landmarks, 64)
+    actor = (model.transfer.lab_mean, model.transfer.lab_std)
+    before = colour_stats(crops, masks)
+    after = colour_stats(reinhard(crops, before, actor), masks)
+    assert np.abs(before[0] - actor[0]).max() > 5  # the tint is far from the actor's colours
+    np.testing.assert_allclose(after[0], actor[0], atol=1.5)
+    np.testing.assert_allclose(after[1], actor[1], rtol=0.1, atol=0.5)
+
+
+def test_face_mask_covers_the_face_and_not_the_corners(faces):
+    _, landmarks = faces
+    masks = face_mask(landmarks, 64)
+    assert masks.shape == (len(landmarks), 64, 64) and masks.min() >= 0 and masks.max() <= 1
+    nose = np.round(landmarks[:, 30]).astype(int)
+    assert (masks[np.arange(len(masks)), nose[:, 1], nose[:, 0]] > 0.99).all()
+    assert (masks[:, 0, 0] < 0.01).all() and (masks[:, -1, -1] < 0.01).all()
+
+
+def test_relative_driving_by_the_actor_neutral_returns_the_actor_neutral(model):
+    a = model.transfer
+    neutral = np.repeat(a.neutral_crop[None], 3, 0)
+    lm = np.repeat(a.neutral_landmarks[None], 3, 0)
+    for mode in ("relative", "landmark", "blend"):
+        cfg = CFG.model_copy(update={"blend_weight": 0.0}) if mode == "blend" else CFG
+        out = ClipTranslator(model, cfg, mode).translate_clip(neutral, lm)
+        if mode == "landmark":  # the head maps zero motion to its bias: near, not exactly, the neutral code
+            continue
+        expected = model.decode(a.neutral_mu[None])[0]
+        assert np.abs(out.astype(int) - expected).max() <= 1, mode
+
+
+def test_streaming_in_chunks_matches_the_whole_clip(model, faces):
+    crops, landmarks = driver_clip(faces)
+    cfg = CFG.model_copy(update={"neutral_window": 5})
+    whole = DriveSession(model, cfg, "blend")(crops, landmarks)
+    session = DriveSession(model, cfg, "blend")
+    parts = [session(crops[i : i + 5], landmarks[i : i + 5]) for i in range(0, len(crops), 5)]
+    assert np.abs(np.concatenate(parts).astype(int) - whole).max() <= 1
+
+
+def test_smoothing_lag_is_bounded_and_it_removes_jitter():
+    t = np.arange(200, dtype=np.float32)
+    ramp = np.stack([t * 0.1, -t * 0.05], axis=1)
+    for lag in (0.5, 1.0, 2.0):
+        out = smooth_latents(ramp, lag)
+        delay = (ramp[50:] - out[50:]) / np.array([0.1, -0.05])  # frames behind the ramp
+        assert delay.max() <= lag + 1e-3
+    fast = LatentSmoother(2.0, beta=50.0)(ramp)
+    assert ((ramp[50:] - fast[50:]) / np.array([0.1, -0.05])).max() < 2.0  # motion shortens the lag
+    noisy = np.random.default_rng(0).normal(size=(400, 4)).astype(np.float32)
+    assert smooth_latents(noisy, 1.0).std() < 0.8 * noisy.std()
+    assert np.array_equal(smooth_latents(noisy, 0.0), noisy)
+
+
+def test_assets_survive_model_pt(model, tmp_path):
+    from facevae.model import save_model
+
+    path = save_model(tmp_path / "model.pt", model.vae, "astro", {"size": 64, "coverage": 2.2},
+                      transfer=model.transfer.to_payload())
+    loaded = ActorModel.from_file(path, ExtractConfig())
+    a, b = model.transfer, loaded.transfer
+    assert isinstance(b, TransferAssets)
+    np.testing.assert_array_equal(a.neutral_crop, b.neutral_crop)
+    np.testing.assert_allclose(a.head.weight, b.head.weight)
+    np.testing.assert_allclose(a.head.scale, b.head.scale)
+
+
+def test_reconstruct_video_drives_with_a_mode(model, tmp_path):
+    clip = write_clip(tmp_path / "astro.mp4", astronaut_frames(12))
+    out = tmp_path / "out.mp4"
+    summary = reconstruct_video(model, clip, out, ExtractConfig(), progress=False, mode="blend",
+                                transfer_cfg=CFG.model_copy(update={"neutral_window": 8}), batch=4)
+    assert summary.frames == 12 and summary.with_face == 12 and out.is_file()
