@@ -51,3 +51,13 @@ def test_nearest_neighbour_of_the_actor_herself_scores_high_and_a_frozen_face_sc
     assert same.scores["identity_pass"] == 1.0
     frozen = evaluate_transfer(lambda crops: np.repeat(train[:1], len(crops), 0), clip, reader, centroid, 1.0, 5)
     assert frozen.scores["expression_r"] == 0.0
+
+
+def test_metrics_json_is_strict_json():
+    import json
+
+    from facevae.report import json_safe
+
+    text = json.dumps(json_safe({"r": float("nan"), "n": [np.float32(0.5), np.int64(3)], "g": float("inf")}),
+                      allow_nan=False)
+    assert json.loads(text) == {"r": None, "n": [0.5, 3], "g": None}

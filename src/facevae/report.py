@@ -22,6 +22,19 @@ TABLE_COLUMNS = ("expression_r", "expression_gain", "r_mouth_open", "r_mouth_wid
 RECON_COLUMNS = ("mse", "psnr", "ssim", "neg_elbo", "active_dims")
 
 
+def json_safe(value):
+    """NaN and infinities become null: metrics.json stays strict JSON for every reader."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
 def write_text(path: Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
@@ -125,7 +138,7 @@ def write_reports(evaluation: Evaluation, actor: str, out_dir: Path, champion: d
     metrics = {**evaluation.metrics, "headline": evaluation.headline()}
     if champion:
         metrics["champion"] = champion
-    paths = [write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True, default=float) + "\n")]
+    paths = [write_text(out_dir / "metrics.json", json.dumps(json_safe(metrics), indent=2, sort_keys=True, allow_nan=False) + "\n")]
     kl = pd.DataFrame({"dim": np.arange(len(evaluation.kl_dims)), "kl": evaluation.kl_dims})
     paths.append(write_text(out_dir / "kl_per_dim.csv", kl.to_csv(index=False)))
     for driver in evaluation.clips:
