@@ -43,3 +43,5 @@ sweep: setup
 bench: setup
 	python bench/extract.py
 	python bench/train.py
+	python bench/reconstruct.py
+	python bench/occlusion.py
