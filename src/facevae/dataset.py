@@ -23,7 +23,7 @@ from facevae.config import BuildConfig
 from facevae.errors import FaceVAEError
 
 SPLITS = {"train": 0, "val": 1}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
 FORMAT_VERSION = 1
 
 

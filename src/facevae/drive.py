@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from facevae.atomic import atomic_path
 from facevae.config import ExtractConfig, TransferConfig
+from facevae.dataset import IMAGE_SUFFIXES
 from facevae.errors import FaceVAEError
 from facevae.extract import track_video
 from facevae.faces import AlignedFace, FaceAligner
@@ -38,7 +39,6 @@ from facevae.transfer import DriveSession
 from facevae.render import NEUTRAL, SideBySide, check_upscale, driver_panel, enlarge, enlarge_batch, save_gif
 from facevae.video import OUTPUT_FORMATS, VIDEO_SUFFIXES, VideoWriter, probe
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
 PNG_SUFFIXES = frozenset({".png"})
 DATASET_ROW = re.compile(r"(?P<path>.+\.(?:h5|hdf5)):(?P<index>-?\d+)", re.IGNORECASE)
 BATCH = 32  # faces per network call: amortises the per-call cost, keeps latency and memory small

@@ -19,6 +19,7 @@ import torch
 
 from facevae.baselines import NearestNeighbour, PCABaseline
 from facevae.expression import EXPRESSION_FEATURES, FEATURES, expression_features, gain, pearson_r
+from facevae.images import as_uint8_nhwc
 from facevae.inference import ActorModel
 from facevae.faces import FaceEncoder, HogDetector, LandmarkPredictor, landmark_box, template_in_crop, to_grey
 from facevae.metrics import (
@@ -111,10 +112,6 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    return x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
 @torch.no_grad()
 def vae_reconstruction(model: VAE, images: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
     """Reconstruction metrics of the VAE on `images`, plus KL per latent dimension."""
@@ -126,7 +123,7 @@ def vae_reconstruction(model: VAE, images: np.ndarray) -> tuple[dict[str, float]
         loss = vae_loss(out, x, model.cfg)
         elbo += float(loss.recon + loss.kl) * len(x)  # the ELBO itself, whatever beta trained with
         kl += float(loss.kl) * len(x)
-        recons.append(to_uint8(out.recon))
+        recons.append(as_uint8_nhwc(out.recon.numpy()))
         mus.append(out.mu.numpy())
         logvars.append(out.logvar.numpy())
     kl_dims = kl_per_dimension(np.concatenate(mus), np.concatenate(logvars))

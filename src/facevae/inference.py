@@ -31,9 +31,9 @@ import torch
 
 from facevae.config import ExtractConfig, Params
 from facevae.errors import FaceVAEError
+from facevae.registry import CHAMPION
 
 MODEL_FILE = "model.pt"
-CHAMPION = "champion"
 ACTOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 URI_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 DEFAULT_BATCH = 32
@@ -233,15 +233,6 @@ def one_line(text: str) -> str:
 # ---- the model ------------------------------------------------------------------------------
 
 
-def read_payload(path: Path) -> dict[str, Any]:
-    """model.pt's metadata (tensors memory-mapped, not read)."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # torch raises several types for damaged or foreign files
-        raise FaceVAEError(f"not a facevae model file ({exc.__class__.__name__})", path) from None
-    return payload if isinstance(payload, dict) else {}
-
-
 class ActorModel:
     """The actor's VAE for inference: uint8 NHWC crops in, latent means or uint8 faces out.
 
@@ -290,12 +281,12 @@ class ActorModel:
         batch_size: int = DEFAULT_BATCH,
     ) -> "ActorModel":
         """A model.pt (e.g. models/<actor>/model.pt, the train stage's output)."""
-        from facevae.model import load_model
+        from facevae.model import model_from_payload, read_model_file
 
         path = Path(path)
         source = source or str(path)
-        vae = load_model(path)
-        payload = read_payload(path)
+        payload = read_model_file(path)  # read once: weights, crop geometry and transfer data
+        vae = model_from_payload(payload)
         crop, recorded = model_crop(payload, extract_cfg)
         size = int(vae.cfg.image_size)
         if not recorded and crop.size != size:

@@ -281,8 +281,8 @@ def save_model(
     return Path(path)
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> VAE:
-    """The network saved by save_model, in eval mode."""
+def read_model_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """model.pt's payload, checked: weights, model config and what training recorded beside them."""
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
@@ -291,9 +291,19 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> VA
         raise FaceVAEError(f"not a facevae model file ({exc.__class__.__name__})", path) from None
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise FaceVAEError("not a facevae model file (no format marker)", path)
+    return payload
+
+
+def model_from_payload(payload: dict[str, Any]) -> VAE:
+    """The network of a read_model_file payload, in eval mode."""
     model = model_from_config_dict(payload["model_config"])
     model.load_state_dict(payload["state_dict"])
     return model.eval()
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> VAE:
+    """The network saved by save_model, in eval mode."""
+    return model_from_payload(read_model_file(path, map_location))
 
 
 def flops_per_image(cfg: ModelConfig) -> dict[str, float]:

@@ -24,13 +24,13 @@ import torch
 from facevae.atomic import atomic_path
 from facevae.config import MlflowConfig, Params, flatten
 from facevae.errors import FaceVAEError
+from facevae.registry import CHAMPION
 from facevae.images import make_grid, stack_rows, upscale
 
 if TYPE_CHECKING:
     from facevae.model import VAE
     from facevae.train import EpochReport, TrainResult
 
-CHAMPION = "champion"
 RUN_FILE = "mlflow.json"
 GRID_FACES = 8  # fixed val faces shown with their reconstructions
 PRIOR_SAMPLES = 16
