@@ -140,6 +140,12 @@ def test_review_groups_kept_first_then_reasons_sorted_by_score():
     table.loc[1, ["kept", "reason"]] = [0, "occluded"]
     groups = review_groups(table)
     assert list(groups) == ["kept", "occluded", "blur", "pose"]
+    table.loc[0, ["kept", "reason"]] = [1, "occluded:mouth"]  # kept with the lower face masked
+    table.loc[6] = {"video": "a.mp4", "frame": 6, "kept": 1, "reason": "", "crop_index": 5, "sharpness": 25.0,
+                    "yaw": 0.0, "occlusion": 0.05}  # fmt: skip
+    groups = review_groups(table)
+    assert list(groups) == ["kept", "occluded:mouth", "occluded", "blur", "pose"]
+    assert groups["occluded:mouth"]["frame"].tolist() == [0] and groups["kept"]["frame"].tolist() == [6]
 
 
 def test_review_writes_a_static_page_with_every_crop(faces, tmp_path):
@@ -147,7 +153,7 @@ def test_review_writes_a_static_page_with_every_crop(faces, tmp_path):
     page = write_review(faces, tmp_path / "review", "actor", curation=curation, per_sheet=20)
     text = page.read_text()
     assert "kept (30)" in text and "blur (10)" in text and "a.mp4" in text and "b.mov" in text
-    sheets = sorted(p.name for p in page.parent.glob("*.png"))
+    sheets = sorted(p.name for p in page.parent.glob("*.png") if p.name != "coverage.png")
     assert sheets == ["blur_000.png", "kept_000.png", "kept_001.png"]
     for name in sheets:
         assert f"src='{name}'" in text

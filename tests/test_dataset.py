@@ -9,7 +9,7 @@ from PIL import Image
 from skimage.data import astronaut
 
 from facevae.config import BuildConfig
-from facevae.dataset import SPLITS, assign_split, build_actor_dataset, images_to_hdf5, read_split
+from facevae.dataset import SPLITS, assign_split, build_actor_dataset, images_to_hdf5, read_split, read_split_masks
 from facevae.errors import FaceVAEError
 
 
@@ -109,3 +109,44 @@ def test_images_to_hdf5_cli_rejects_a_broken_image_and_leaves_nothing(tmp_path):
 def test_empty_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FaceVAEError, match="no images"):
         images_to_hdf5(tmp_path, tmp_path / "o.h5", 64, BuildConfig())
+
+
+def test_build_masks_the_lower_face_of_occluded_mouth_frames_only(tmp_path):
+    write_fake_extract(tmp_path / "faces", n=40, kept_every=100)
+    table = pd.read_csv(tmp_path / "faces" / "frames.csv", keep_default_na=False)
+    for k in range(68):  # eyes at y 20, mouth at y 46
+        table[f"lm_y{k}"] = 46.0 if k >= 48 else 20.0
+    table.loc[[3, 4, 25], "reason"] = "occluded:mouth"
+    table.to_csv(tmp_path / "faces" / "frames.csv", index=False)
+    out = tmp_path / "actor.h5"
+    counts = build_actor_dataset(tmp_path / "faces", out, BuildConfig(val_fraction=0.2, val_blocks=2, mask_margin=0.1))
+    assert counts["masked"] == 3
+    with h5py.File(out) as h5:
+        mask = h5["loss_mask"][:]
+    assert mask.shape == (39, 64, 64) and mask.dtype == np.uint8  # row 0 is dropped (blur)
+    masked = ~mask.reshape(39, -1).all(1)
+    assert np.flatnonzero(masked).tolist() == [2, 3, 24]
+    assert mask[2, :22].all() and not mask[2, 23:].any()  # eyes and brows count, nose, mouth and chin do not
+    with h5py.File(out) as h5:
+        train = h5["split"][:] == SPLITS["train"]
+    assert len(read_split(out, "train", clean_only=True)) == (train & ~masked).sum()
+    assert len(read_split(out, "train")) == train.sum()
+    np.testing.assert_array_equal(read_split_masks(out, "train"), mask[train])
+
+
+def test_driving_statistics_are_fitted_on_clean_frames_only(tmp_path):
+    from facevae.config import TransferConfig
+    from facevae.transfer import fit_transfer_from_dataset
+
+    write_fake_extract(tmp_path / "faces", n=40, kept_every=100)
+    table = pd.read_csv(tmp_path / "faces" / "frames.csv", keep_default_na=False)
+    table.loc[[3, 4, 25], "reason"] = "occluded:mouth"
+    table.to_csv(tmp_path / "faces" / "frames.csv", index=False)
+    build_actor_dataset(tmp_path / "faces", tmp_path / "a.h5", BuildConfig())
+
+    class MeanColour:  # a stand-in encoder: what the fit does with codes is not under test here
+        def encode(self, images):
+            return images.reshape(len(images), -1, 3).mean(1).astype(np.float32)
+
+    assets = fit_transfer_from_dataset(MeanColour(), tmp_path / "a.h5", TransferConfig())
+    assert assets.info["frames"] == 39 - 3

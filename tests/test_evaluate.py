@@ -61,3 +61,27 @@ def test_metrics_json_is_strict_json():
     text = json.dumps(json_safe({"r": float("nan"), "n": [np.float32(0.5), np.int64(3)], "g": float("inf")}),
                       allow_nan=False)
     assert json.loads(text) == {"r": None, "n": [0.5, 3], "g": None}
+
+
+@pytest.mark.slow
+def test_driver_frames_with_a_covered_mouth_are_found_and_not_scored(woman_faces):
+    """Driving with her own frames, hand over the mouth included: the occlusion filter run on the
+    clip finds the frames extraction masked, and only the others are scored."""
+    import h5py
+
+    from facevae.occlusion import occluded_frames
+
+    params, train, h5 = woman_faces
+    with h5py.File(h5) as f:
+        rows = f["split"][:] == 0
+        landmarks, masked = f["landmarks"][:][rows], ~f["loss_mask"][:][rows].reshape(rows.sum(), -1).all(1)
+    assert masked.sum() > 50  # the hand frames are in the dataset, masked
+    occluded = occluded_frames(train, landmarks, params.extract.max_occlusion, params.extract.occlusion_low)
+    assert (occluded == masked).mean() > 0.95
+    pick = np.arange(0, len(train), 2)
+    clip = DriverClip("herself", train[pick], landmarks[pick], pick, occluded[pick])
+    reader = OutputFaceReader(64, params.extract.coverage)
+    centroid = reader.descriptors(train[:10], reader.landmarks(train[:10])).mean(0)
+    result = evaluate_transfer(NearestNeighbour(train), clip, reader, centroid, 1.0, identity_frames=5)
+    assert result.scores["frames_scored"] == (~occluded[pick]).sum() < len(pick)
+    assert result.scores["frames"] == len(pick)

@@ -10,7 +10,7 @@ import facevae.train as train_module
 from facevae.cli import app
 from facevae.config import validate_params
 from facevae.errors import FaceVAEError
-from facevae.model import load_model
+from facevae.model import VAE, VAEOutput, load_model, vae_loss
 from facevae.train import (
     CHECKPOINT,
     HISTORY_COLUMNS,
@@ -77,8 +77,8 @@ def test_nan_loss_stops_naming_epoch_and_batch_and_keeps_last_good_checkpoint(fa
     real_loss, calls = train_module.vae_loss, {"n": 0}
     batches_per_epoch = 3  # 40 images, batch 16
 
-    def poisoned(out, target, cfg):
-        loss = real_loss(out, target, cfg)
+    def poisoned(out, target, cfg, weight=None):
+        loss = real_loss(out, target, cfg, weight)
         calls["n"] += 1
         if calls["n"] == batches_per_epoch + 2:  # epoch 2, batch 2 (validation does not call it in training)
             loss.total = loss.total * float("nan")
@@ -159,3 +159,34 @@ def test_cli_train_runs_with_overrides(faces_h5, tmp_path):
     assert "1 epochs" in result.output and (out / "model.pt").exists()
     assert json.loads((out / "config.json").read_text())["params"]["train"]["batch_size"] == 32
     assert np.isfinite(json.loads((out / "metrics.json").read_text())["train_loss"])
+
+
+def test_masked_pixels_do_not_count_in_the_loss_or_the_gradient():
+    cfg = params().model
+    model = VAE(cfg)
+    x = torch.rand(2, 3, 64, 64)
+    weight = torch.ones(2, 1, 64, 64)
+    weight[:, :, 30:] = 0
+    out = model(x)
+    other = x.clone()
+    other[:, :, 30:] = 1 - other[:, :, 30:]  # a different lower face: an occluder
+    a, b = vae_loss(out, x, cfg, weight), vae_loss(out, other, cfg, weight)
+    assert torch.allclose(a.recon, b.recon) and not torch.allclose(a.recon, vae_loss(out, x, cfg).recon)
+    logits = out.logits.detach().requires_grad_()
+    vae_loss(VAEOutput(logits, out.mu, out.logvar), x, cfg, weight).recon.backward()
+    assert (logits.grad[:, :, 30:] == 0).all() and (logits.grad[:, :, :30] != 0).any()
+
+
+def test_augmenter_moves_masks_with_their_images():
+    images = torch.randint(0, 255, (64, 3, 16, 16), dtype=torch.uint8)
+    masks = torch.zeros(64, 1, 16, 16, dtype=torch.uint8)
+    masks[:, :, :, :5] = 1  # the left edge
+    cfg = params().train.augment.model_copy(update={"affine_jitter": 1.0})
+    augment = Augmenter(cfg)
+    augment.start_epoch(3)
+    out, moved = augment.pair(images, masks)
+    assert moved.shape == masks.shape and moved.dtype == torch.uint8
+    mirrored = moved[:, 0, :, -1].bool().any(1)  # the flipped ones have their mask on the right
+    assert 0.2 < mirrored.float().mean() < 0.8
+    augment.start_epoch(3)
+    assert torch.equal(augment(images), out)  # the masks do not change the images' augmentation

@@ -135,7 +135,8 @@ def extract_cmd(
     cfg = load_params(params, overrides)
     summary = extract_actor(inputs, out, cfg.extract, progress=progress)
     dropped = ", ".join(f"{reason} {n}" for reason, n in summary.dropped.items() if n) or "none"
-    typer.echo(f"{out}: kept {summary.kept} of {summary.frames} frames (dropped: {dropped})")
+    masked = f", {summary.masked} of them with the lower face masked (occluded:mouth)" if summary.masked else ""
+    typer.echo(f"{out}: kept {summary.kept} of {summary.frames} frames{masked} (dropped: {dropped})")
     for name, reason in summary.skipped.items():
         typer.echo(f"skipped {name}: {reason}", err=True)
 

@@ -39,7 +39,9 @@ class ExtractConfig(Section):
     min_sharpness: float = Field(15.0, ge=0)
     max_roll_deg: float = Field(30.0, gt=0, le=180)
     max_yaw: float = Field(0.45, gt=0)
-    max_occlusion: float = Field(0.28, gt=0)  # 2 or more: never drop as occluded
+    max_occlusion: float = Field(0.28, gt=0)  # 2 or more: never flag as occluded
+    occlusion_low: float = Field(0.16, gt=0)  # hysteresis: neighbours of a flagged frame above this join its run (capped at max_occlusion)
+    occluded: Literal["mask", "drop"] = "mask"  # keep as `occluded:mouth` (lower face masked out of the loss) or drop
     identity_threshold: float = Field(0.6, gt=0)
     identity_every: int = Field(90, ge=1)
     track_min_similarity: float = Field(0.5, ge=-1.0, le=1.0)
@@ -51,6 +53,7 @@ class ExtractConfig(Section):
 class BuildConfig(Section):
     val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
     val_blocks: int = Field(3, ge=1)
+    mask_margin: float = Field(0.1, ge=-0.5, le=1.5)  # `occluded:mouth` frames: loss mask starts this many eye-to-mouth distances below the lower eyelids
 
 
 class ModelConfig(Section):
@@ -62,6 +65,7 @@ class ModelConfig(Section):
     dec_kernels: list[int] = [5, 5, 6, 6]
     batch_norm: bool = True
     recon_loss: Literal["bce", "mse"] = "bce"
+    ssim_weight: float = Field(0.0, ge=0.0)  # adds weight * pixels * (1 - SSIM) to the reconstruction term (0 = off)
     beta: float = Field(1.0, ge=0.0)
     image_size: int = Field(64, ge=16)
 

@@ -6,6 +6,8 @@ Layout of `data/hdf5/<actor>.h5`:
     source     str     (N,)          video (or image) file name
     frame      int64   (N,)          0-based frame index in its video
     split      uint8   (N,)          0 = train, 1 = val (contiguous time blocks, see `assign_split`)
+    loss_mask  uint8   (N, S, S)     optional: 1 = pixel counts in the reconstruction loss, 0 = masked
+                                     (an occluder, e.g. the lower face of `occluded:mouth` frames)
     attrs: size, coverage, extract_params (JSON), build_params (JSON), format_version
 """
 
@@ -21,6 +23,7 @@ import numpy as np
 from facevae.atomic import atomic_path
 from facevae.config import BuildConfig
 from facevae.errors import FaceVAEError
+from facevae.occlusion import lower_face_mask
 
 SPLITS = {"train": 0, "val": 1}
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
@@ -54,6 +57,7 @@ def write_dataset(
     frame: np.ndarray,
     split: np.ndarray,
     attrs: dict[str, Any] | None = None,
+    loss_mask: np.ndarray | None = None,
 ) -> Path:
     """Write the HDF5 dataset atomically (a temp file renamed into place)."""
     path = Path(path)
@@ -70,6 +74,9 @@ def write_dataset(
         h5.create_dataset("source", data=np.asarray(source, dtype=object), dtype=h5py.string_dtype())
         h5.create_dataset("frame", data=np.asarray(frame, dtype=np.int64))
         h5.create_dataset("split", data=np.asarray(split, dtype=np.uint8))
+        if loss_mask is not None:
+            mask = np.asarray(loss_mask, dtype=np.uint8).reshape(n, *images.shape[1:3])
+            h5.create_dataset("loss_mask", data=mask, chunks=chunk[:3], compression="gzip", compression_opts=4)
         h5.attrs["size"] = images.shape[1]
         h5.attrs["format_version"] = FORMAT_VERSION
         for key, value in (attrs or {}).items():
@@ -92,13 +99,24 @@ def open_dataset(path: str | Path) -> h5py.File:
     return h5
 
 
-def read_split(path: str | Path, split: str) -> np.ndarray:
-    """All images of one split as uint8 (N, S, S, 3), in file order."""
+def read_split(path: str | Path, split: str, clean_only: bool = False) -> np.ndarray:
+    """All images of one split as uint8 (N, S, S, 3), in file order; `clean_only`: without the
+    images that have a masked region (their loss mask is not all ones)."""
     if split not in SPLITS:
         raise FaceVAEError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
     with open_dataset(path) as h5:
-        mask = h5["split"][:] == SPLITS[split]
-        return h5["images"][:][mask]
+        rows = h5["split"][:] == SPLITS[split]
+        if clean_only and "loss_mask" in h5:
+            rows &= h5["loss_mask"][:].reshape(len(rows), -1).all(1)
+        return h5["images"][:][rows]
+
+
+def read_split_masks(path: str | Path, split: str) -> np.ndarray | None:
+    """The split's loss masks, uint8 (N, S, S) in file order, or None when the dataset has none."""
+    with open_dataset(path) as h5:
+        if "loss_mask" not in h5:
+            return None
+        return h5["loss_mask"][:][h5["split"][:] == SPLITS[split]]
 
 
 def dataset_counts(path: str | Path) -> dict[str, int]:
@@ -142,6 +160,9 @@ def build_actor_dataset(
         [kept[[f"lm_x{i}" for i in range(68)]].to_numpy(), kept[[f"lm_y{i}" for i in range(68)]].to_numpy()],
         axis=-1,
     ).astype(np.float32)
+    masked = kept["reason"].astype(str).str.startswith("occluded:").to_numpy()
+    loss_mask = np.ones((len(kept), *images.shape[1:3]), dtype=np.uint8)
+    loss_mask[masked] = lower_face_mask(landmarks[masked], images.shape[1], cfg.mask_margin)
     split = np.zeros(len(kept), dtype=np.uint8)
     for _, rows in kept.groupby("video").groups.items():
         rows = np.asarray(rows)
@@ -156,8 +177,10 @@ def build_actor_dataset(
             "curation": {"file": str(hand.path) if hand.path else None, "excluded": curated.excluded,
                          "kept": curated.rescued},
         },
+        loss_mask=loss_mask,
     )  # fmt: skip
-    return {**dataset_counts(out_path), "curated_excluded": curated.excluded, "curated_kept": curated.rescued}
+    return {**dataset_counts(out_path), "masked": int(masked.sum()), "curated_excluded": curated.excluded,
+            "curated_kept": curated.rescued}  # fmt: skip
 
 
 def images_to_hdf5(folder: str | Path, out_path: str | Path, size: int, cfg: BuildConfig) -> dict[str, int]:

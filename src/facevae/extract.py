@@ -34,10 +34,11 @@ from facevae.config import ExtractConfig
 from facevae.errors import FaceVAEError
 from facevae.faces import AlignedFace, FaceAligner, FaceEncoder
 from facevae.facetrack import FaceTracker, Track
-from facevae.occlusion import mouth_patches, occlusion_scores
+from facevae.occlusion import hysteresis, mouth_patches, occlusion_scores
 from facevae.video import VIDEO_SUFFIXES, iter_frames, probe
 
 REASONS = ("no_face", "multiple_faces", "wrong_identity", "tiny", "pose", "blur", "occluded")
+MASKED_MOUTH = "occluded:mouth"  # kept, with the lower face masked out of the training loss
 CROP_BLOCK = 256  # crops buffered before an HDF5 write
 
 
@@ -91,9 +92,10 @@ class VideoResult:
 class ExtractSummary:
     out_dir: Path
     frames: int
-    kept: int
+    kept: int  # masked ones included
     dropped: dict[str, int]
     videos: dict[str, dict]
+    masked: int = 0  # kept as occluded:mouth, lower face masked out of the training loss
     skipped: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -369,13 +371,22 @@ def flag_occluded(
     frames: pd.DataFrame, patches: np.ndarray, cfg: ExtractConfig, png_dir: Path | None, png_of_crop: list
 ) -> None:
     """Score every crop (column `occlusion`, see facevae.occlusion) against the actor's own crops,
-    and drop kept ones above cfg.max_occlusion as `occluded` (their PNG goes too)."""
+    flag runs above cfg.max_occlusion (grown down to cfg.occlusion_low along each video), and
+    either keep flagged frames as `occluded:mouth` (cfg.occluded == "mask") or drop them as
+    `occluded` (their PNG goes too)."""
     with_crop = np.flatnonzero(frames["crop_index"].to_numpy() >= 0)
     scores = np.full(len(frames), np.nan, dtype=np.float32)
     scores[with_crop] = occlusion_scores(patches)
     at = frames.columns.get_loc("crop_index") + 1
     frames.insert(at, "occlusion", np.round(scores, 4))
-    occluded = (frames["kept"].to_numpy() == 1) & (scores > cfg.max_occlusion)
+    flags = np.zeros(len(frames), dtype=bool)
+    for rows in frames.groupby("video", sort=False).indices.values():
+        rows = rows[np.argsort(frames["frame"].to_numpy()[rows], kind="stable")]
+        flags[rows] = hysteresis(scores[rows], cfg.max_occlusion, cfg.occlusion_low)
+    occluded = (frames["kept"].to_numpy() == 1) & flags
+    if cfg.occluded == "mask":
+        frames.loc[occluded, "reason"] = MASKED_MOUTH
+        return
     frames.loc[occluded, "kept"] = 0
     frames.loc[occluded, "reason"] = "occluded"
     if png_dir:
@@ -490,6 +501,7 @@ def summarize(
         videos[result.name] = {
             "frames": len(rows),
             "kept": int(rows["kept"].sum()),
+            "masked": int((rows["reason"] == MASKED_MOUTH).sum()),
             "dropped": {reason: int((rows["reason"] == reason).sum()) for reason in REASONS},
             "detections": int(rows["detected"].sum()),
             "identity_samples": len(result.samples),
@@ -500,6 +512,7 @@ def summarize(
         out_dir=out_dir,
         frames=len(frames),
         kept=int(frames["kept"].sum()),
+        masked=int((frames["reason"] == MASKED_MOUTH).sum()),
         dropped={reason: int((frames["reason"] == reason).sum()) for reason in REASONS},
         videos=videos,
         skipped=dict(skipped),
@@ -508,7 +521,7 @@ def summarize(
 
 def summary_json(summary: ExtractSummary, results) -> dict:
     return {
-        "totals": {"frames": summary.frames, "kept": summary.kept, "dropped": summary.dropped},
+        "totals": {"frames": summary.frames, "kept": summary.kept, "masked": summary.masked, "dropped": summary.dropped},
         "videos": summary.videos,
         "skipped": summary.skipped,
         "identity_samples": sum(len(r.samples) for r in results),

@@ -236,17 +236,48 @@ def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
     return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
 
-def vae_loss(out: VAEOutput, target: Tensor, cfg: ModelConfig) -> VAELoss:
-    """Per-image summed reconstruction + beta * KL(N(mu, sigma^2) || N(0, I)), both batch means."""
+def vae_loss(out: VAEOutput, target: Tensor, cfg: ModelConfig, weight: Tensor | None = None) -> VAELoss:
+    """Per-image summed reconstruction + beta * KL(N(mu, sigma^2) || N(0, I)), both batch means.
+
+    `weight` (N, 1, H, W), 0/1: pixels at 0 (an occluder's region) are left out of the sum."""
     logits, target = out.logits.float(), target.float()
     if cfg.recon_loss == "bce":
         per_pixel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     else:
         per_pixel = (torch.sigmoid(logits) - target).square()
+    if weight is not None:
+        per_pixel = per_pixel * weight.float()
     recon = per_pixel.flatten(1).sum(1).mean()
+    if cfg.ssim_weight > 0:
+        dissimilar = 1.0 - ssim_map(torch.sigmoid(logits), target)
+        if weight is not None:
+            dissimilar = dissimilar * weight.float()
+        recon = recon + cfg.ssim_weight * dissimilar.flatten(1).sum(1).mean()
     mu, logvar = out.mu.float(), out.logvar.float()
     kl = (0.5 * (mu.square() + logvar.exp() - 1.0 - logvar)).sum(1).mean()
     return VAELoss(recon + cfg.beta * kl, recon, kl)
+
+
+SSIM_SIGMA, SSIM_RADIUS = 1.5, 5  # the usual 11x11 Gaussian window
+SSIM_C1, SSIM_C2 = 0.01**2, 0.03**2  # for images in [0, 1]
+
+
+def ssim_map(x: Tensor, y: Tensor) -> Tensor:
+    """Per-pixel SSIM (Wang et al. 2004) of two NCHW images in [0, 1], per channel, same size
+    (reflect-padded): a term that rewards edges and texture where a per-pixel loss rewards blur."""
+    offsets = torch.arange(-SSIM_RADIUS, SSIM_RADIUS + 1, dtype=x.dtype, device=x.device)
+    g = torch.exp(-(offsets**2) / (2 * SSIM_SIGMA**2))
+    g = g / g.sum()
+    channels = x.shape[1]
+    window = (g[:, None] * g[None, :]).expand(channels, 1, -1, -1).contiguous()
+
+    def blur(t: Tensor) -> Tensor:
+        padded = F.pad(t, [SSIM_RADIUS] * 4, mode="reflect")
+        return F.conv2d(padded, window, groups=channels)
+
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    return ((2 * mx * my + SSIM_C1) * (2 * cxy + SSIM_C2)) / ((mx * mx + my * my + SSIM_C1) * (vx + vy + SSIM_C2))
 
 
 def build_model(cfg: ModelConfig) -> VAE:

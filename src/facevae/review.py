@@ -1,12 +1,13 @@
 """`facevae review`: a contact sheet of one actor's crops, to decide what to curate.
 
-Writes `<out>/index.html` (a static page: open it in a browser) and `<out>/<group>_<n>.png`
-sheets. Every crop extraction wrote is shown, grouped by reason (kept first, then each drop
-reason), each cell labelled `video:frame` (videos numbered in the page's legend). Within a group
-crops are sorted by the group's score so the doubtful ones come first: kept crops most likely bad
-first (highest occlusion score, else lowest sharpness); dropped crops closest to passing first,
-so the rescuable ones are at the top. Cells of frames the curation file changes are framed:
-red = curated out, green = curated in.
+Writes `<out>/index.html` (a static page: open it in a browser), `<out>/<group>_<n>.png`
+sheets and, near the top of the page, `<out>/coverage.png`: the expression coverage of the frames
+`build` keeps vs. those it leaves out (`facevae.coverage`). Every crop extraction wrote is shown,
+grouped by reason (kept first, then each drop reason), each cell labelled `video:frame` (videos
+numbered in the page's legend). Within a group crops are sorted by the group's score so the
+doubtful ones come first: kept crops most likely bad first (highest occlusion score, else lowest
+sharpness); dropped crops closest to passing first, so the rescuable ones are at the top. Cells of
+frames the curation file changes are framed: red = curated out, green = curated in.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from facevae.atomic import atomic_dir
+from facevae.coverage import coverage_html, frame_features, write_png
 from facevae.curation import apply_curation, load_curation
 from facevae.errors import FaceVAEError
 from facevae.images import make_grid, upscale
@@ -30,6 +32,7 @@ LABEL_H = 12
 # group -> (score column, transform, sort ascending): the first crops shown are the most doubtful.
 SCORES = {
     "kept": ("occlusion", None, False),
+    "occluded:mouth": ("occlusion", None, True),  # kept, masked: the lowest scores first (maybe not occluded)
     "occluded": ("occlusion", None, True),
     "blur": ("sharpness", None, False),
     "pose": ("yaw", np.abs, True),
@@ -37,16 +40,17 @@ SCORES = {
     "wrong_identity": ("identity_dist", None, True),
     "multiple_faces": ("identity_dist", None, True),
 }
-GROUP_ORDER = ("kept", "occluded", "blur", "pose", "tiny", "wrong_identity", "multiple_faces")
+GROUP_ORDER = ("kept", "occluded:mouth", "occluded", "blur", "pose", "tiny", "wrong_identity", "multiple_faces")
 
 
 def review_groups(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """{group: its rows with a crop, sorted by the group's score}, kept first then drop reasons."""
     with_crop = table[table["crop_index"] >= 0].copy()
-    group = with_crop["reason"].astype(str).where(with_crop["kept"] != 1, "kept")
-    group = group.replace("", "kept")
-    # "occluded:mouth" and the like count as kept-with-a-mask when kept, else as their base reason
-    with_crop["group"] = group.str.split(":").str[0]
+    reason = with_crop["reason"].astype(str)
+    # kept frames with a masked region (`occluded:mouth`) get a group of their own, after "kept"
+    masked = (with_crop["kept"] == 1) & reason.str.contains(":")
+    group = reason.where(with_crop["kept"] != 1, "kept").replace("", "kept").str.split(":").str[0]
+    with_crop["group"] = group.where(~masked, reason)
     names = [g for g in GROUP_ORDER if (with_crop["group"] == g).any()]
     names += sorted(set(with_crop["group"]) - set(names))
     groups = {}
@@ -86,8 +90,10 @@ def write_review(
     videos = list(dict.fromkeys(table["video"].astype(str)))
     video_no = {name: i for i, name in enumerate(videos)}
     groups = review_groups(table)
+    coverage = frame_features(table, curated)  # what `build` keeps vs. leaves out
     sections = []
     with atomic_dir(out_dir) as tmp, h5py.File(crops_path, "r") as h5:
+        write_png(coverage, tmp / "coverage.png", f"{actor}: expression coverage")
         images = h5["images"]
         for name, rows in groups.items():
             sheets = []
@@ -99,7 +105,9 @@ def write_review(
                 sheet.save(tmp / file_name)
                 sheets.append((file_name, part))
             sections.append((name, rows, sheets))
-        (tmp / "index.html").write_text(review_html(actor, faces_dir, table, videos, sections, hand.path))
+        figure = coverage_html(coverage, "coverage.png")
+        page = review_html(actor, faces_dir, table, videos, sections, hand.path, figure)
+        (tmp / "index.html").write_text(page)
     return out_dir / "index.html"
 
 
@@ -131,9 +139,12 @@ def contact_sheet(crops: np.ndarray, labels: list[str], marks: list[str], ncols:
     return Image.fromarray(make_grid(np.stack(cells), ncols=ncols, pad=3))
 
 
-def review_html(actor, faces_dir, table, videos, sections, curation_path) -> str:
+def review_html(
+    actor, faces_dir, table, videos, sections, curation_path, coverage=""
+) -> str:
     esc = html.escape
-    counts = table["reason"].astype(str).where(table["kept"] != 1, "kept").replace("", "kept").value_counts()
+    reason = table["reason"].astype(str)
+    counts = reason.where((table["kept"] != 1) | reason.str.contains(":"), "kept").replace("", "kept").value_counts()
     legend = "".join(f"<li><b>{i}</b>: {esc(v)}</li>" for i, v in enumerate(videos))
     summary = "".join(f"<tr><td>{esc(str(k))}</td><td>{int(n)}</td></tr>" for k, n in counts.items())
     curation = esc(str(curation_path)) if curation_path else f"none (write data/curation/{esc(actor)}.yaml)"
@@ -154,6 +165,7 @@ def review_html(actor, faces_dir, table, videos, sections, curation_path) -> str
             "<code>exclude: [{video: clip.mp4, frames: \"70-227\"}]</code> &nbsp; "
             "<code>keep: [{video: clip.mp4, frames: \"12, 15-18\"}]</code></p>"
         ),
+        coverage,
         f"<h3>Videos</h3><ul>{legend}</ul><h3>Frames by reason</h3><table>{summary}</table>",
     ]
     for name, rows, sheets in sections:

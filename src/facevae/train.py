@@ -134,6 +134,7 @@ def run_training(
 
     train_images = load_split_tensor(data, "train", mcfg, device)
     val_images = load_split_tensor(data, "val", mcfg, device)
+    train_masks, val_masks = load_split_masks(data, "train", device), load_split_masks(data, "val", device)
     if len(train_images) == 0:
         raise FaceVAEError("no train images in the dataset", data)
 
@@ -155,9 +156,9 @@ def run_training(
             augment.start_epoch(derived_seed(tcfg.seed, epoch, rank))
             train_stats = train_epoch(
                 model, optimizer, scaler, train_images, order, tcfg.batch_size, augment, mcfg, amp_dtype,
-                epoch, bar,
+                epoch, bar, train_masks,
             )
-            val_stats = evaluate(model, val_images, tcfg.batch_size, mcfg, amp_dtype)
+            val_stats = evaluate(model, val_images, tcfg.batch_size, mcfg, amp_dtype, val_masks)
             row = history_row(epoch + 1, train_stats, val_stats, optimizer)
             history.append(row)
             save_checkpoint(checkpoint, model, optimizer, scaler, epoch + 1, history, mcfg)
@@ -236,6 +237,17 @@ def load_split_tensor(path: Path, split: str, cfg: ModelConfig, device: torch.de
     return nhwc.to(device).permute(0, 3, 1, 2)
 
 
+def load_split_masks(path: Path, split: str, device: torch.device) -> Tensor | None:
+    """One split's loss masks as uint8 (N, 1, H, W) on `device`; None when the dataset has none
+    or none of them masks anything (every pixel then counts, as before masks existed)."""
+    from facevae.dataset import read_split_masks
+
+    masks = read_split_masks(path, split)
+    if masks is None or masks.all():
+        return None
+    return torch.from_numpy(np.ascontiguousarray(masks))[:, None].to(device)
+
+
 def to_float(batch: Tensor) -> Tensor:
     """uint8 NCHW -> float in [0, 1], channels_last (the layout the convs are fastest in)."""
     return batch.float().div_(255.0).contiguous(memory_format=torch.channels_last)
@@ -306,17 +318,26 @@ class Augmenter:
             self.pipeline.set_random_seed(seed)
 
     def __call__(self, batch: Tensor) -> Tensor:
-        if self.pipeline is not None:
-            batch = self.apply_pipeline(batch)
-        if self.hflip:
-            flip = (torch.rand(len(batch), generator=self.generator) < 0.5).to(batch.device)
-            batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
-        return batch
+        return self.pair(batch, None)[0]
 
-    def apply_pipeline(self, batch: Tensor) -> Tensor:
+    def pair(self, batch: Tensor, masks: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Images and their (N, 1, H, W) loss masks, moved by the same flips and warps."""
+        if self.pipeline is not None:
+            batch, masks = self.apply_pipeline(batch, masks)
+        if self.hflip:
+            flip = (torch.rand(len(batch), generator=self.generator) < 0.5).to(batch.device)[:, None, None, None]
+            batch = torch.where(flip, batch.flip(-1), batch)
+            masks = None if masks is None else torch.where(flip, masks.flip(-1), masks)
+        return batch, masks
+
+    def apply_pipeline(self, batch: Tensor, masks: Tensor | None) -> tuple[Tensor, Tensor | None]:
         images = batch.permute(0, 2, 3, 1).cpu().numpy()
-        out = np.stack([self.pipeline(image=image)["image"] for image in images])
-        return torch.from_numpy(out).to(batch.device).permute(0, 3, 1, 2)
+        if masks is None:
+            out = np.stack([self.pipeline(image=image)["image"] for image in images])
+            return torch.from_numpy(out).to(batch.device).permute(0, 3, 1, 2), None
+        pairs = [self.pipeline(image=image, mask=mask) for image, mask in zip(images, masks[:, 0].cpu().numpy())]
+        out = torch.from_numpy(np.stack([p["image"] for p in pairs])).to(batch.device).permute(0, 3, 1, 2)
+        return out, torch.from_numpy(np.stack([p["mask"] for p in pairs]))[:, None].to(masks.device)
 
 
 def albumentations_pipeline(cfg: AugmentConfig):
@@ -414,6 +435,7 @@ def train_epoch(
     amp_dtype: torch.dtype | None,
     epoch: int,
     bar=None,
+    masks: Tensor | None = None,
 ) -> dict[str, float]:
     model.train()
     device = images.device
@@ -422,10 +444,11 @@ def train_epoch(
     started = time.perf_counter()
     for batch_index, start in enumerate(range(0, len(order), batch_size)):
         index = order[start : start + batch_size].to(device)
-        x = to_float(augment(images[index]))
+        batch, weight = augment.pair(images[index], None if masks is None else masks[index])
+        x = to_float(batch)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             out = model(x)
-        loss = vae_loss(out, x, cfg)
+        loss = vae_loss(out, x, cfg, weight)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss.total).backward()
         scaler.step(optimizer)
@@ -446,7 +469,8 @@ def train_epoch(
 
 @torch.no_grad()
 def evaluate(
-    model: VAE, images: Tensor, batch_size: int, cfg: ModelConfig, amp_dtype: torch.dtype | None
+    model: VAE, images: Tensor, batch_size: int, cfg: ModelConfig, amp_dtype: torch.dtype | None,
+    masks: Tensor | None = None,
 ) -> dict[str, float]:
     """Validation loss with z = mu (deterministic, as at inference) and BN running statistics."""
     if len(images) == 0:
@@ -458,7 +482,7 @@ def evaluate(
         x = to_float(images[start : start + batch_size])
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             out = model(x)
-        loss = vae_loss(out, x, cfg)
+        loss = vae_loss(out, x, cfg, None if masks is None else masks[start : start + batch_size])
         sums += torch.stack([loss.total, loss.recon, loss.kl]) * len(x)
     total, recon, kl = (sums / len(images)).tolist()
     return {"loss": total, "recon": recon, "kl": kl}
