@@ -3,7 +3,7 @@ from facevae.samples import SAMPLE_FILES, fetch_samples, sha256_of
 
 def test_samples_are_laid_out_as_actors_with_checked_hashes(sample_layout):
     assert sorted(p.name for p in (sample_layout.raw_dir / "pexels").iterdir()) == ["WolfgangLanger_Pexels.mp4"]
-    assert sorted(p.name for p in (sample_layout.raw_dir / "feat").iterdir()) == ["face_noface.mov", "noface_face.mov"]
+    assert sorted(p.name for p in (sample_layout.raw_dir / "feat").iterdir()) == ["face_noface.mov"]
     for sample in SAMPLE_FILES:
         folder = sample_layout.drivers_dir if sample.group == "drivers" else sample_layout.raw_dir / sample.group
         assert sha256_of(folder / sample.name) == sample.sha256
