@@ -99,7 +99,7 @@ def write_review(
             sheets = []
             for start in range(0, len(rows), per_sheet):
                 part = rows.iloc[start : start + per_sheet]
-                file_name = f"{name}_{start // per_sheet:03d}.png"
+                file_name = f"{name.replace(':', '-')}_{start // per_sheet:03d}.png"  # no ":" in file names
                 sheet = contact_sheet(read_crops(images, part["crop_index"].to_numpy()), cell_labels(part, video_no, len(videos)),
                                       part["curated"].tolist())  # fmt: skip
                 sheet.save(tmp / file_name)
