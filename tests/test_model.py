@@ -1,3 +1,6 @@
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -136,3 +139,22 @@ def test_model_file_round_trip(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a model")
     with pytest.raises(FaceVAEError, match="not a facevae model file"):
         load_model(tmp_path / "junk.pt")
+
+
+def test_resize_decoder_decodes_to_the_image_size_and_round_trips():
+    from facevae.model import load_model, save_model
+
+    cfg = ModelConfig(decoder="resize")
+    model = VAE(cfg).eval()
+    x = torch.rand(2, 3, 64, 64)
+    assert model(x).logits.shape == (2, 3, 64, 64)
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in model.modules())
+    path = save_model(Path(tempfile.mkdtemp()) / "m.pt", model, "a")
+    assert torch.equal(load_model(path).reconstruct(x), model.reconstruct(x))
+
+
+def test_resize_decoder_names_the_knobs_when_sizes_do_not_fit():
+    with pytest.raises(FaceVAEError, match="dec_hidden"):
+        VAE(ModelConfig(decoder="resize", dec_hidden=1000))
+    with pytest.raises(FaceVAEError, match="multiple of 16"):
+        VAE(ModelConfig(decoder="resize", image_size=40))

@@ -63,6 +63,7 @@ class ModelConfig(Section):
     dec_hidden: int = Field(1024, ge=1)
     dec_channels: list[int] = [128, 64, 32]
     dec_kernels: list[int] = [5, 5, 6, 6]
+    decoder: Literal["deconv", "resize"] = "deconv"  # resize: nearest 2x upsampling + 3x3 convs (no checkerboard)
     batch_norm: bool = True
     recon_loss: Literal["bce", "mse"] = "bce"
     ssim_weight: float = Field(0.0, ge=0.0)  # adds weight * pixels * (1 - SSIM) to the reconstruction term (0 = off)
@@ -215,6 +216,7 @@ DEFAULT_SPACE = {
     "model.width_multiplier": Tunable(choices=[0.25, 0.5, 1.0]),
     "model.enc_kernel": Tunable(choices=[3, 4, 5]),
     "model.dec_kernels": Tunable(choices=[[5, 5, 6, 6], [4, 6, 7, 8], [4, 5, 8, 10]]),
+    "model.decoder": Tunable(choices=["deconv", "resize"]),
     "model.batch_norm": Tunable(choices=[True, False]),
     "model.beta": Tunable(low=0.25, high=4.0, log=True),
     "train.lr": Tunable(low=3e-4, high=1e-2, log=True),

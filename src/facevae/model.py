@@ -69,8 +69,24 @@ def decoder_sizes(cfg: ModelConfig) -> list[int]:
     return sizes
 
 
+def resize_start(cfg: ModelConfig) -> int:
+    """Side of the resize decoder's first feature map: each of its layers doubles it."""
+    return cfg.image_size // 2 ** len(cfg.dec_kernels)
+
+
 def check_config(cfg: ModelConfig) -> None:
     """The decoder must land exactly on the image size: say which knobs to change if it does not."""
+    if not cfg.enc_channels:
+        raise FaceVAEError("model.enc_channels needs at least one layer")
+    if cfg.decoder == "resize":
+        start, layers = resize_start(cfg), len(cfg.dec_kernels)
+        if start < 1 or start * 2**layers != cfg.image_size or cfg.dec_hidden % (start * start):
+            raise FaceVAEError(
+                f"model.decoder resize doubles the side {layers} times (one per dec_kernels entry): model.image_size "
+                f"{cfg.image_size} must be a multiple of {2**layers} and model.dec_hidden ({cfg.dec_hidden}) of "
+                f"the first map's area ({max(start, 1)}x{max(start, 1)})"
+            )
+        return
     out = decoder_sizes(cfg)[-1]
     if out != cfg.image_size:
         chain = " -> ".join(str(s) for s in [1, *decoder_sizes(cfg)])
@@ -78,8 +94,6 @@ def check_config(cfg: ModelConfig) -> None:
             f"model.dec_kernels {cfg.dec_kernels} decode to {out}x{out} ({chain}), but model.image_size is "
             f"{cfg.image_size}: each stride-2 VALID layer maps s to 2*(s-1)+kernel"
         )
-    if not cfg.enc_channels:
-        raise FaceVAEError("model.enc_channels needs at least one layer")
 
 
 def conv_block(c_in: int, c_out: int, size: int, kernel: int, batch_norm: bool) -> list[nn.Module]:
@@ -186,20 +200,39 @@ class Encoder(nn.Module):
         return self.mu(h), self.logvar(h)
 
 
+def resize_block(c_in: int, c_out: int, batch_norm: bool, last: bool) -> list[nn.Module]:
+    """Nearest 2x upsampling then a 3x3 conv: every output pixel gets the same number of
+    contributions, so no checkerboard (Odena et al. 2016), unlike a stride-2 transposed conv."""
+    use_bn = batch_norm and not last
+    layers: list[nn.Module] = [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, padding=1, bias=not use_bn)]
+    if not last:
+        if use_bn:
+            layers.append(nn.BatchNorm2d(c_out))
+        layers.append(nn.ReLU(inplace=True))
+    return layers
+
+
 class Decoder(nn.Module):
+    """The seed's transposed convs from a 1x1 map (`deconv`), or `resize`: dec_hidden reshaped to
+    a (dec_hidden / s^2) x s x s map, s = image_size / 2^layers, then upsample + conv layers."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.fc = nn.Linear(cfg.latent_dim, cfg.dec_hidden)
-        channels = [cfg.dec_hidden, *cfg.dec_channels, 3]
+        self.start = resize_start(cfg) if cfg.decoder == "resize" else 1
+        channels = [cfg.dec_hidden // self.start**2, *cfg.dec_channels, 3]
         layers: list[nn.Module] = []
         for i, kernel in enumerate(cfg.dec_kernels):
             last = i == len(cfg.dec_kernels) - 1
-            layers += deconv_block(channels[i], channels[i + 1], kernel, cfg.batch_norm, i == 0, last)
+            if cfg.decoder == "resize":
+                layers += resize_block(channels[i], channels[i + 1], cfg.batch_norm, last)
+            else:
+                layers += deconv_block(channels[i], channels[i + 1], kernel, cfg.batch_norm, i == 0, last)
         self.deconvs = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:
         """Logits of the image (apply sigmoid for pixels in [0, 1])."""
-        h = self.fc(z)[:, :, None, None]
+        h = self.fc(z).unflatten(1, (-1, self.start, self.start))
         return self.deconvs(h)
 
 
