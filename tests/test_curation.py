@@ -169,9 +169,15 @@ def test_cli_review(faces, tmp_path):
     assert result.exit_code == 1 and "frames.csv: missing" in result.output
 
 
-def test_committed_curation_files_are_valid_and_empty():
+def test_committed_curation_files_are_valid():
+    """feat's is empty; pexels's excludes the hand frames the lower-face mask does not cover (and
+    keeps nothing), as README and the file's comments say."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "data" / "curation"
-    for actor in ("pexels", "feat"):
-        assert (root / f"{actor}.yaml").exists() and not load_curation(root / f"{actor}.yaml")
+    assert (root / "feat.yaml").exists() and not load_curation(root / "feat.yaml")
+    pexels = load_curation(root / "pexels.yaml")
+    assert {e.action for e in pexels.entries} == {"exclude"}
+    assert {e.video for e in pexels.entries} == {"WolfgangLanger_Pexels.mp4"}
+    excluded = sorted(f for e in pexels.entries for f in e.frames)
+    assert excluded == [58, *range(94, 142)]
