@@ -25,6 +25,7 @@ import pandas as pd
 
 from facevae.atomic import atomic_path
 from facevae.curation import CurationResult, apply_curation, load_curation
+from facevae.dataset import table_landmarks
 from facevae.expression import EXPRESSION_FEATURES, expression_features
 
 IN_DATASET = ("kept", "masked")
@@ -32,16 +33,6 @@ QUANTILES = (5, 25, 50, 75, 95)
 BINS = 10  # coverage.csv: the range of each feature in tenths
 COLOURS = {"kept": "tab:green", "masked": "tab:blue", "curated_out": "tab:red"}
 DROPPED_COLOUR = "tab:gray"
-
-
-def landmarks(table: pd.DataFrame) -> np.ndarray:
-    """(N, 68, 2) crop-pixel landmarks of frames.csv; NaN where a frame has no face."""
-
-    def columns(axis: str) -> np.ndarray:
-        names = [f"lm_{axis}{i}" for i in range(68)]
-        return table[names].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
-
-    return np.stack([columns("x"), columns("y")], axis=-1)
 
 
 def frame_groups(table: pd.DataFrame, curated: CurationResult) -> np.ndarray:
@@ -59,7 +50,7 @@ def frame_groups(table: pd.DataFrame, curated: CurationResult) -> np.ndarray:
 
 def frame_features(table: pd.DataFrame, curated: CurationResult) -> pd.DataFrame:
     """One row per frame with a face: video, frame, group and the expression features."""
-    features = expression_features(landmarks(table))[:, : len(EXPRESSION_FEATURES)]
+    features = expression_features(table_landmarks(table))[:, : len(EXPRESSION_FEATURES)]
     frames = pd.DataFrame(features, columns=list(EXPRESSION_FEATURES))
     frames.insert(0, "group", frame_groups(table, curated))
     frames.insert(0, "frame", table["frame"].to_numpy())

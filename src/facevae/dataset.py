@@ -99,6 +99,23 @@ def open_dataset(path: str | Path) -> h5py.File:
     return h5
 
 
+def table_landmarks(table) -> np.ndarray:
+    """(N, 68, 2) float64 crop-pixel landmarks of frames.csv rows (`lm_x0..lm_y67`); NaN where a
+    frame has no face (blank cells, as read with keep_default_na=False, included)."""
+    import pandas as pd
+
+    def axis(name: str) -> np.ndarray:
+        return table[[f"lm_{name}{i}" for i in range(68)]].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+
+    return np.stack([axis("x"), axis("y")], axis=-1)
+
+
+def clean_rows(h5: h5py.File) -> np.ndarray:
+    """(N,) bool: the rows with no masked region (all rows when the dataset has no loss masks)."""
+    n = len(h5["split"])
+    return h5["loss_mask"][:].reshape(n, -1).all(1) if "loss_mask" in h5 else np.ones(n, bool)
+
+
 def read_split(path: str | Path, split: str, clean_only: bool = False) -> np.ndarray:
     """All images of one split as uint8 (N, S, S, 3), in file order; `clean_only`: without the
     images that have a masked region (their loss mask is not all ones)."""
@@ -106,8 +123,8 @@ def read_split(path: str | Path, split: str, clean_only: bool = False) -> np.nda
         raise FaceVAEError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
     with open_dataset(path) as h5:
         rows = h5["split"][:] == SPLITS[split]
-        if clean_only and "loss_mask" in h5:
-            rows &= h5["loss_mask"][:].reshape(len(rows), -1).all(1)
+        if clean_only:
+            rows &= clean_rows(h5)
         return h5["images"][:][rows]
 
 
@@ -156,10 +173,7 @@ def build_actor_dataset(
         images = np.empty((len(index), *crops.shape[1:]), dtype=np.uint8)
         images[order] = crops[index[order]]
         extract_params = h5.attrs.get("extract_params", crops.attrs.get("extract_params", "{}"))
-    landmarks = np.stack(
-        [kept[[f"lm_x{i}" for i in range(68)]].to_numpy(), kept[[f"lm_y{i}" for i in range(68)]].to_numpy()],
-        axis=-1,
-    ).astype(np.float32)
+    landmarks = table_landmarks(kept).astype(np.float32)
     masked = kept["reason"].astype(str).str.startswith("occluded:").to_numpy()
     loss_mask = np.ones((len(kept), *images.shape[1:3]), dtype=np.uint8)
     loss_mask[masked] = lower_face_mask(landmarks[masked], images.shape[1], cfg.mask_margin)

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from facevae.atomic import atomic_dir
 from facevae.config import ExtractConfig
+from facevae.dataset import table_landmarks
 from facevae.errors import FaceVAEError
 from facevae.faces import AlignedFace, FaceAligner, FaceEncoder
 from facevae.facetrack import FaceTracker, Track
@@ -343,7 +344,7 @@ def finish_extraction(
             png_names = [f"{result.path.stem}_{frame:06d}.png" if kept else None
                          for frame, kept in zip(with_crop["frame"], with_crop["kept"])]  # fmt: skip
             png_of_crop += png_names
-            landmarks, done = crop_landmarks(with_crop), 0
+            landmarks, done = table_landmarks(with_crop).astype(np.float32), 0
             for block, names in iter_picked_crops(result.part_path, picks, png_names):
                 crops.extend(block)
                 patches.append(mouth_patches(block, landmarks[done : done + len(block)]))
@@ -358,13 +359,6 @@ def finish_extraction(
     summary = summarize(frames, results, out_dir, skipped)
     (out_dir / "summary.json").write_text(json.dumps(summary_json(summary, results), indent=2) + "\n")
     return summary
-
-
-def crop_landmarks(rows: pd.DataFrame) -> np.ndarray:
-    """(N, 68, 2) landmarks of frames.csv rows."""
-    xs = rows[[f"lm_x{i}" for i in range(68)]].to_numpy(np.float32)
-    ys = rows[[f"lm_y{i}" for i in range(68)]].to_numpy(np.float32)
-    return np.stack([xs, ys], axis=-1)
 
 
 def flag_occluded(

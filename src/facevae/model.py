@@ -172,14 +172,16 @@ def phase_weight(weight: Tensor) -> Tensor:
     return w.permute(1, 3, 5, 0, 2, 4).reshape(c_out * 4, c_in, taps, taps)
 
 
+def decoder_tail(c_out: int, batch_norm: bool, last: bool) -> list[nn.Module]:
+    """BN (when on) + ReLU after a decoder layer; nothing after the RGB layer (it outputs logits)."""
+    if last:
+        return []
+    return [nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)] if batch_norm else [nn.ReLU(inplace=True)]
+
+
 def deconv_block(c_in: int, c_out: int, kernel: int, batch_norm: bool, first: bool, last: bool) -> list[nn.Module]:
     use_bn = batch_norm and not last
-    layers: list[nn.Module] = [Deconv(c_in, c_out, kernel, STRIDE, bias=not use_bn, input_1x1=first)]
-    if not last:
-        if use_bn:
-            layers.append(nn.BatchNorm2d(c_out))
-        layers.append(nn.ReLU(inplace=True))
-    return layers
+    return [Deconv(c_in, c_out, kernel, STRIDE, bias=not use_bn, input_1x1=first), *decoder_tail(c_out, batch_norm, last)]
 
 
 class Encoder(nn.Module):
@@ -204,12 +206,8 @@ def resize_block(c_in: int, c_out: int, batch_norm: bool, last: bool) -> list[nn
     """Nearest 2x upsampling then a 3x3 conv: every output pixel gets the same number of
     contributions, so no checkerboard (Odena et al. 2016), unlike a stride-2 transposed conv."""
     use_bn = batch_norm and not last
-    layers: list[nn.Module] = [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, padding=1, bias=not use_bn)]
-    if not last:
-        if use_bn:
-            layers.append(nn.BatchNorm2d(c_out))
-        layers.append(nn.ReLU(inplace=True))
-    return layers
+    conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=not use_bn)
+    return [nn.Upsample(scale_factor=2, mode="nearest"), conv, *decoder_tail(c_out, batch_norm, last)]
 
 
 class Decoder(nn.Module):

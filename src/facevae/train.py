@@ -332,12 +332,12 @@ class Augmenter:
 
     def apply_pipeline(self, batch: Tensor, masks: Tensor | None) -> tuple[Tensor, Tensor | None]:
         images = batch.permute(0, 2, 3, 1).cpu().numpy()
+        extra = [{}] * len(images) if masks is None else [{"mask": m} for m in masks[:, 0].cpu().numpy()]
+        results = [self.pipeline(image=image, **more) for image, more in zip(images, extra)]
+        out = torch.from_numpy(np.stack([r["image"] for r in results])).to(batch.device).permute(0, 3, 1, 2)
         if masks is None:
-            out = np.stack([self.pipeline(image=image)["image"] for image in images])
-            return torch.from_numpy(out).to(batch.device).permute(0, 3, 1, 2), None
-        pairs = [self.pipeline(image=image, mask=mask) for image, mask in zip(images, masks[:, 0].cpu().numpy())]
-        out = torch.from_numpy(np.stack([p["image"] for p in pairs])).to(batch.device).permute(0, 3, 1, 2)
-        return out, torch.from_numpy(np.stack([p["mask"] for p in pairs]))[:, None].to(masks.device)
+            return out, None
+        return out, torch.from_numpy(np.stack([r["mask"] for r in results]))[:, None].to(masks.device)
 
 
 def albumentations_pipeline(cfg: AugmentConfig):

@@ -258,14 +258,14 @@ def fit_transfer_from_dataset(model, data, cfg: TransferConfig) -> TransferAsset
     encoder's code in ways no landmark explains, and it would tint the colours and could become
     the neutral face. (Measured on pexels, two training seeds: blend expression r 0.851 / 0.665
     with them in the head's fit, 0.802 / 0.833 without.)"""
-    from facevae.dataset import SPLITS, open_dataset
+    from facevae.dataset import SPLITS, clean_rows, open_dataset
 
     with open_dataset(data) as h5:
         images = h5["images"][:]
         n = len(images)
         landmarks = h5["landmarks"][:] if "landmarks" in h5 else np.full((n, 68, 2), np.nan, np.float32)
         val = h5["split"][:] == SPLITS["val"]
-        clean = h5["loss_mask"][:].reshape(n, -1).all(1) if "loss_mask" in h5 else np.ones(n, bool)
+        clean = clean_rows(h5)
     if not clean.any():
         raise FaceVAEError("every frame has a masked region: no clean face to fit the driving modes on", data)
     return fit_transfer(model, images[clean], landmarks[clean], val[clean], cfg)
