@@ -85,3 +85,26 @@ def test_driver_frames_with_a_covered_mouth_are_found_and_not_scored(woman_faces
     result = evaluate_transfer(NearestNeighbour(train), clip, reader, centroid, 1.0, identity_frames=5)
     assert result.scores["frames_scored"] == (~occluded[pick]).sum() < len(pick)
     assert result.scores["frames"] == len(pick)
+
+
+@pytest.mark.slow
+def test_the_ceiling_row_is_the_driver_itself_and_drops_on_a_low_resolution_driver(woman_faces):
+    """The ceiling scores the driver's own crops as outputs: near 1 on sharp 64 px faces, and lower
+    when the same faces come from a low-resolution source, as the landmark reader then guesses."""
+    import cv2
+
+    from facevae.evaluate import copy_driver
+
+    params, train, h5 = woman_faces
+    import h5py
+
+    with h5py.File(h5) as f:
+        landmarks = f["landmarks"][:][f["split"][:] == 0]
+    pick = np.arange(0, len(train), 3)
+    reader = OutputFaceReader(64, params.extract.coverage)
+    centroid = reader.descriptors(train[:10], reader.landmarks(train[:10])).mean(0)
+    sharp = evaluate_transfer(copy_driver, DriverClip("sharp", train[pick], landmarks[pick], pick), reader, centroid, 1.0, 5)
+    small = np.stack([cv2.resize(cv2.resize(im, (20, 20), interpolation=cv2.INTER_AREA), (64, 64)) for im in train[pick]])
+    blurred = evaluate_transfer(copy_driver, DriverClip("small", small, landmarks[pick], pick), reader, centroid, 1.0, 5)
+    assert sharp.scores["expression_r"] > 0.9
+    assert blurred.scores["expression_r"] < sharp.scores["expression_r"] - 0.05

@@ -102,6 +102,17 @@ def test_multi_needs_a_driver_for_the_actor(tmp_path, faces_h5):
         run_sweep(faces_h5, "astro", sweep_params(tmp_path), 1, multi=True)
 
 
+def test_held_out_drivers_never_reach_a_sweep(tmp_path, faces_h5):
+    from facevae.sweep import tuning_drivers
+
+    raw = sweep_raw(tmp_path)
+    raw["evaluate"] = {"drivers": {"astro": ["a.mp4", "b.mp4"]}, "held_out": ["b.mp4"]}
+    assert tuning_drivers(validate_params(raw).evaluate, "astro") == [Path("a.mp4")]
+    raw["evaluate"]["held_out"] = ["a.mp4", "b.mp4"]
+    with pytest.raises(FaceVAEError, match="held_out"):
+        run_sweep(faces_h5, "astro", validate_params(raw), 1, multi=True)
+
+
 # ---- trials, persistence, reports ---------------------------------------------------------------
 
 

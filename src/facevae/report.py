@@ -64,7 +64,7 @@ def strip(evaluation: Evaluation, driver: str, zoom: int = 2) -> np.ndarray:
     """Rows: driver crops, then each mode's outputs, for frames spread over the clip."""
     clip, results = evaluation.clips[driver], evaluation.transfers[driver]
     pick = np.linspace(0, len(clip.crops) - 1, min(STRIP_FRAMES, len(clip.crops))).round().astype(int)
-    rows = [clip.crops[pick], *(results[mode].outputs[pick] for mode in evaluation.modes)]
+    rows = [clip.crops[pick], *(results[mode].outputs[pick] for mode in evaluation.output_modes)]
     return upscale(make_grid(np.concatenate(rows), ncols=len(pick)), zoom)
 
 
@@ -94,7 +94,7 @@ def summary_png(evaluation: Evaluation, actor: str, path: Path) -> Path:
     canvas.paste(table, (0, 24))
     y = 24 + table.height
     for driver, image in zip(evaluation.clips, strips):
-        draw.text((4, y + 4), f"driver {driver}: rows = driver, {', '.join(evaluation.modes)}", fill=(0, 0, 0))
+        draw.text((4, y + 4), f"driver {driver}: rows = driver, {', '.join(evaluation.output_modes)}", fill=(0, 0, 0))
         canvas.paste(image, (0, y + 18))
         y += image.height + 20
     return save_png(np.asarray(canvas), path)
@@ -116,7 +116,9 @@ def summary_html(evaluation: Evaluation, actor: str, png_name: str, champion: di
         "gain: std(output)/std(driver); identity: share of outputs recognised as the actor; "
         "sharpness: relative to the actor's own crops; jitter: frame-to-frame roughness of the output's "
         "features over the driver's (1 = as smooth as the driver). Modes: seed (decode(mu(crop))), "
-        "normalised, relative, landmark, blend (facevae.transfer); headline mode: "
+        "normalised, relative, landmark, blend (facevae.transfer); baselines: nearest_neighbour, pca; "
+        "ceiling: the driver's own crops scored as outputs (the most any method can score on that clip: "
+        "landmarks of small faces are noisy); headline mode: "
         f"{html.escape(evaluation.mode)}.</p>"
         f"<img src='{html.escape(png_name)}' alt='summary'></body></html>\n"
     )

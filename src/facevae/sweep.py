@@ -995,6 +995,12 @@ class SweepResult:
     summary: dict[str, Any]
 
 
+def tuning_drivers(cfg, actor: str) -> list[Path]:
+    """evaluate.drivers[actor] without the held-out clips: a sweep must not tune on those."""
+    held_out = {Path(p) for p in cfg.held_out}
+    return [Path(p) for p in cfg.drivers.get(actor, []) if Path(p) not in held_out]
+
+
 def make_job(
     data: Path, actor: str, params: Params, trials: int | None, study: str | None, storage: str | None,
     workers: int, multi: bool, timeout: float | None, verbose: bool,
@@ -1002,9 +1008,10 @@ def make_job(
     cfg = params.sweep
     study_name = study or cfg.study or default_study_name(actor)
     objectives = list(cfg.multi_objectives if multi else cfg.objectives)
-    drivers = list(params.evaluate.drivers.get(actor, [])) if "expression_r" in objectives else []
+    drivers = tuning_drivers(params.evaluate, actor) if "expression_r" in objectives else []
     if "expression_r" in objectives and not drivers:
-        raise FaceVAEError(f"--multi scores expression transfer on evaluate.drivers.{actor}, which is not set")
+        raise FaceVAEError(f"--multi scores expression transfer on evaluate.drivers.{actor} less evaluate.held_out, "
+                           "which leaves no clip")
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0
     return SweepJob(
         data=Path(data), actor=actor, params=params, study_name=study_name,

@@ -1,0 +1,72 @@
+"""The champion rule on a real MLflow registry (sqlite store in tmp_path)."""
+
+import pytest
+
+from facevae.registry import CHAMPION, EVAL_DRIVERS, log_evaluation
+
+MODEL = "facevae-astro"
+TUNING = "single_face.mp4"
+BOTH = "carphone.mp4,single_face.mp4"
+
+
+@pytest.fixture
+def registry(tmp_path, monkeypatch):
+    """An MlflowClient, and a function that registers a new version of MODEL with its own run."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri, registry_uri=uri)
+    experiment = client.create_experiment("facevae-astro", artifact_location=(tmp_path / "artifacts").as_uri())
+    client.create_registered_model(MODEL)
+
+    def new_version() -> dict:
+        run_id = client.create_run(experiment).info.run_id
+        version = client.create_model_version(MODEL, f"runs:/{run_id}/model", run_id)
+        return {"run_id": run_id, "tracking_uri": uri, "registered_model": MODEL, "version": str(version.version)}
+
+    return client, new_version
+
+
+def evaluate(record: dict, expression_r: float, drivers: str) -> dict:
+    return log_evaluation(record, {"expression_r": expression_r}, "expression_r", False, drivers)
+
+
+def champion(client) -> str:
+    return str(client.get_model_version_by_alias(MODEL, CHAMPION).version)
+
+
+def test_on_the_same_drivers_only_a_better_version_takes_over(registry):
+    client, new_version = registry
+    first = new_version()
+    assert evaluate(first, 0.8, BOTH)["promoted"]
+    assert client.get_run(first["run_id"]).data.tags[EVAL_DRIVERS] == BOTH
+    worse = evaluate(new_version(), 0.7, BOTH)
+    assert not worse["promoted"] and worse["comparable"] and "reason" not in worse
+    assert worse["previous_champion_value"] == 0.8 and champion(client) == "1"
+    better = evaluate(new_version(), 0.9, BOTH)
+    assert better["promoted"] and better["comparable"] and champion(client) == "3"
+
+
+def test_a_champion_evaluated_on_other_drivers_is_replaced(registry):
+    client, new_version = registry
+    evaluate(new_version(), 0.95, TUNING)  # version 1: the tuning footage alone
+    failed = evaluate(new_version(), float("nan"), BOTH)  # nothing measured: no reason to take over
+    assert not failed["promoted"] and failed["comparable"] is False and champion(client) == "1"
+    decision = evaluate(new_version(), 0.5, BOTH)  # lower, but on other drivers
+    assert decision["promoted"] and decision["comparable"] is False
+    assert decision["reason"] == f"the champion was evaluated on other drivers ({TUNING})"
+    assert champion(client) == "3"
+    assert "'comparable': False" in client.get_run(client.get_model_version(MODEL, "3").run_id).data.tags[
+        "facevae.champion_decision"]
+
+
+def test_a_champion_without_recorded_drivers_is_replaced(registry):
+    client, new_version = registry
+    old = new_version()  # evaluated before the drivers were recorded: a metric, no tag
+    client.log_metric(old["run_id"], "eval_expression_r", 0.95)
+    client.set_registered_model_alias(MODEL, CHAMPION, old["version"])
+    decision = evaluate(new_version(), 0.5, BOTH)
+    assert decision["promoted"] and not decision["comparable"] and "not recorded" in decision["reason"]
+    assert champion(client) == "2"
