@@ -24,6 +24,7 @@ import torch
 from facevae.atomic import atomic_path
 from facevae.config import MlflowConfig, Params, flatten
 from facevae.errors import FaceVAEError
+from facevae.images import as_uint8_nhwc
 from facevae.registry import CHAMPION
 from facevae.images import make_grid, stack_rows, upscale
 
@@ -295,9 +296,7 @@ def fixed_faces(images: torch.Tensor, n: int = GRID_FACES) -> torch.Tensor:
 
 def to_nhwc_uint8(x: torch.Tensor) -> np.ndarray:
     """float [0, 1] or uint8 NCHW tensor -> uint8 NHWC numpy."""
-    if x.dtype != torch.uint8:
-        x = x.float().mul(255.0).round().clamp(0, 255).to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
+    return as_uint8_nhwc(x.detach().float().cpu().numpy() if x.dtype != torch.uint8 else x.cpu().numpy())
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ bounded by `transfer.smooth_lag` frames (`smooth_latents`).
 
 A clip is processed by a `DriveSession` in chunks, in time order: the first chunk (at least
 `transfer.neutral_window` faces, or what there is) picks the driver's neutral frame (closest to
-the window's mean landmark shape, unless `transfer.driver_neutral` names one) and its colour
+the window's median landmark shape, unless `transfer.driver_neutral` names one) and its colour
 statistics; later chunks reuse them, and the smoother carries over. `ClipTranslator` runs one
 session over a whole clip: the evaluation report and `facevae reconstruct` see the same numbers.
 
@@ -189,7 +189,7 @@ def fit_head(x: np.ndarray, y: np.ndarray, val: np.ndarray, alpha: float = 0.0, 
 class TransferAssets:
     lab_mean: np.ndarray  # (3,) Lab mean of the actor's face region (training crops)
     lab_std: np.ndarray  # (3,)
-    neutral_crop: np.ndarray  # uint8 (S, S, 3): the actor's frame closest to their mean shape
+    neutral_crop: np.ndarray  # uint8 (S, S, 3): the actor's frame closest to their median shape
     neutral_landmarks: np.ndarray  # (68, 2) crop px
     neutral_mu: np.ndarray  # (D,) its latent mean
     head: RidgeHead | None = None  # None when the dataset has no landmarks
