@@ -24,9 +24,8 @@ import torch
 from facevae.atomic import atomic_path
 from facevae.config import MlflowConfig, Params, flatten
 from facevae.errors import FaceVAEError
-from facevae.images import as_uint8_nhwc
 from facevae.registry import CHAMPION
-from facevae.images import make_grid, stack_rows, upscale
+from facevae.images import as_uint8_nhwc, make_grid, stack_rows, upscale
 
 if TYPE_CHECKING:
     from facevae.model import VAE
