@@ -218,6 +218,25 @@ def test_a_stale_running_trial_is_retried_and_finished_ones_are_kept(tmp_path, f
     assert result.census.finished == 3 and result.census.retried == 1 and result.census.running == 0
 
 
+def test_a_trial_asked_but_never_heartbeaten_is_retried(tmp_path, faces_h5):
+    """A worker killed between study.ask() and its first heartbeat leaves a RUNNING trial with no
+    heartbeat row, which Optuna never calls stale: the resumed sweep must still fail and retry it
+    (it used to wait for it forever)."""
+    params = sweep_params(tmp_path)
+    run_sweep(faces_h5, "astro", params, 1)
+    storage = open_storage(params.sweep.storage, params.sweep)
+    study = optuna.load_study(study_name="facevae-astro", storage=storage)
+    with sweep_module.optuna_warnings_off():
+        orphan = study.ask()  # the worker "dies" here, before record_heartbeat
+    assert not sweep_module.has_heartbeat(storage, orphan._trial_id)
+    time.sleep(params.sweep.grace_s + 1.5)
+    result = run_sweep(faces_h5, "astro", params, 2, timeout=120)
+    trials = study_for(params, "astro").get_trials()
+    assert trials[orphan.number].state == TrialState.FAIL
+    assert any(t.system_attrs.get("failed_trial") == orphan.number for t in trials)
+    assert result.census.finished == 2 and result.census.running == 0
+
+
 def test_an_interrupted_trial_is_queued_again(tmp_path, faces_h5, monkeypatch):
     """Ctrl-C / SIGTERM mid-trial: the trial is failed with its reason and a retry is queued."""
     params = sweep_params(tmp_path)

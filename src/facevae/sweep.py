@@ -33,11 +33,13 @@ import traceback
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import optuna
+import sqlalchemy.orm
 import yaml
 from optuna.trial import FrozenTrial, Trial, TrialState
 
@@ -561,9 +563,38 @@ def heartbeat(storage: optuna.storages.RDBStorage, trial_id: int, interval: floa
         thread.join()
 
 
-def fail_stale_trials(study: optuna.Study) -> None:
+def fail_stale_trials(study: optuna.Study, storage: optuna.storages.RDBStorage, cfg: SweepConfig) -> None:
     with optuna_warnings_off():
         optuna.storages.fail_stale_trials(study)
+    fail_trials_without_heartbeat(study, storage, cfg)
+
+
+def fail_trials_without_heartbeat(study: optuna.Study, storage: optuna.storages.RDBStorage, cfg: SweepConfig) -> None:
+    """A worker killed between ask() and its first heartbeat leaves a RUNNING trial that Optuna never
+    calls stale (it skips trials with no heartbeat row), so a resume would wait for it forever.
+    Once it is older than the grace period, fail and retry it as Optuna does a stale one.
+    Age is judged by the trial's start time, written by the asking worker's clock."""
+    grace = timedelta(seconds=cfg.grace_s or 2 * cfg.heartbeat_s)
+    now = datetime.now()
+    for trial in all_trials(study):
+        if trial.state != TrialState.RUNNING or trial.datetime_start is None or now - trial.datetime_start <= grace:
+            continue
+        if has_heartbeat(storage, trial._trial_id):
+            continue
+        try:
+            failed = storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except RuntimeError:  # another worker finished or failed it first
+            continue
+        if failed:
+            retry_callback(cfg)(study, storage.get_trial(trial._trial_id))
+
+
+def has_heartbeat(storage: optuna.storages.RDBStorage, trial_id: int) -> bool:
+    # Optuna has no public query for this; its heartbeat table is the one fail_stale_trials reads.
+    from optuna.storages._rdb.models import TrialHeartbeatModel
+
+    with sqlalchemy.orm.Session(storage.engine) as session:
+        return TrialHeartbeatModel.where_trial_id(trial_id, session) is not None
 
 
 def claim_trial(study: optuna.Study, storage: optuna.storages.RDBStorage, budget: int) -> Trial | None:
@@ -601,7 +632,7 @@ def run_worker(job: SweepJob, log: Log = quiet) -> WorkerStats:
     deadline = None if job.timeout is None else time.monotonic() + job.timeout
     stats = WorkerStats()
     while deadline is None or time.monotonic() < deadline:
-        fail_stale_trials(study)
+        fail_stale_trials(study, storage, cfg)
         counts = census(all_trials(study))
         if counts.finished >= job.budget:
             break
