@@ -93,6 +93,14 @@ def test_driver_faces_are_aligned_exactly_as_extraction_aligns(media, model, ali
         np.testing.assert_array_equal(part["images"][:], driver.crops)
 
 
+def test_max_frames_keeps_the_first_frames_of_a_driver(media, model, aligner):
+    whole = align_driver(media["video"], CFG, model.crop, aligner=aligner)
+    first = align_driver(media["video"], CFG, model.crop, aligner=aligner, max_frames=10)
+    assert first.crops.shape[0] == first.frame_count == 10
+    np.testing.assert_array_equal(first.crops, whole.crops[:10])
+    np.testing.assert_array_equal(first.landmarks, whole.landmarks[:10])
+
+
 def test_reconstruct_cli_keeps_frame_count_fps_and_audio(tiny, media, tmp_path):
     out, arrays = tmp_path / "out.mp4", tmp_path / "out.npz"
     run = facevae_cli(

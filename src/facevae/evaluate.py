@@ -282,11 +282,12 @@ def evaluate_model(
 # ---- the stage: model folder + dataset + driver clips -> reports, MLflow, champion -------------
 
 
-def load_clip(path: Path, extract_cfg, actor: ActorModel) -> DriverClip:
+def load_clip(path: Path, extract_cfg, actor: ActorModel, max_frames: int = 0) -> DriverClip:
+    """A driver clip's aligned faces (of its first `max_frames` frames; 0 = all) and their occlusion flags."""
     from facevae.drive import align_driver
     from facevae.errors import FaceVAEError
 
-    faces = align_driver(path, extract_cfg, actor.crop)
+    faces = align_driver(path, extract_cfg, actor.crop, max_frames=max_frames)
     if not faces.found.any():
         raise FaceVAEError("no face found in the driver clip", path)
     crops, landmarks = faces.face_crops, faces.face_landmarks
@@ -311,8 +312,8 @@ def run_evaluation(model_dir: Path, data: Path, drivers: list[Path], params, out
     train_images, val_images = read_split(data, "train", clean_only=True), read_split(data, "val", clean_only=True)
     if len(val_images) == 0:
         val_images = train_images
-    clips = [load_clip(Path(p), params.extract, actor) for p in drivers]
     cfg = params.evaluate
+    clips = [load_clip(Path(p), params.extract, actor, cfg.max_frames) for p in drivers]
     evaluation = evaluate_model(actor, train_images, val_images, clips, cfg.identity_frames,
                                 params.extract.identity_threshold, params.transfer)
     run_record = read_run_file(model_dir)

@@ -445,7 +445,7 @@ class TransferProbe:
         from facevae.dataset import read_split
         from facevae.evaluate import OutputFaceReader, actor_reference, load_clip
 
-        self.clips = [load_clip(path, self.params.extract, actor) for path in self.drivers]
+        self.clips = [load_clip(path, self.params.extract, actor, self.params.evaluate.max_frames) for path in self.drivers]
         self.reader = OutputFaceReader(actor.crop.size, actor.crop.coverage, self.params.extract.identity_threshold)
         frames = self.params.sweep.identity_frames
         self.centroid, self.sharpness = actor_reference(self.reader, read_split(self.data, "train"), frames)
