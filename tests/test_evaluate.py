@@ -108,3 +108,17 @@ def test_the_ceiling_row_is_the_driver_itself_and_drops_on_a_low_resolution_driv
     blurred = evaluate_transfer(copy_driver, DriverClip("small", small, landmarks[pick], pick), reader, centroid, 1.0, 5)
     assert sharp.scores["expression_r"] > 0.9
     assert blurred.scores["expression_r"] < sharp.scores["expression_r"] - 0.05
+
+
+def test_expression_match_returns_the_actor_frame_of_the_same_expression(woman_faces):
+    """The coverage row: driven by the actor's own frames (offsets from the same neutral frame), each
+    frame's closest expression is itself, and on a reordered clip it follows the reordering."""
+    from facevae.baselines import ExpressionMatch
+
+    params, train, h5 = woman_faces
+    landmarks = read_split(h5, "train", field="landmarks")
+    assert landmarks.shape == (len(train), 68, 2) and np.isfinite(landmarks).all()
+    match = ExpressionMatch(train, landmarks, neutral_window=0)
+    np.testing.assert_array_equal(match.translate_clip(train, landmarks), train)
+    order = np.random.default_rng(0).permutation(len(train))
+    np.testing.assert_array_equal(match.translate_clip(train[order], landmarks[order]), train[order])

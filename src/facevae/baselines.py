@@ -4,11 +4,17 @@ Both map a driver's aligned crop to an actor image without a neural network:
 - nearest neighbour: the actor's training crop closest in pixels to the driver crop;
 - PCA: project the driver crop onto the actor's principal components (same latent size as the
   VAE) and reconstruct, the linear cousin of the VAE.
+
+And one diagnostic, `ExpressionMatch` (the `coverage` row): what the actor's own footage holds
+for a driver's expressions, so a weak score can be put on the model or on the footage.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from facevae.expression import EXPRESSION_FEATURES, expression_features
+from facevae.transfer import neutral_index
 
 
 def _flat(images: np.ndarray) -> np.ndarray:
@@ -45,3 +51,33 @@ class PCABaseline:
     def __call__(self, driver_crops: np.ndarray) -> np.ndarray:
         codes = (_flat(driver_crops) - self.mean) @ self.components.T
         return _to_uint8(codes @ self.components + self.mean, self.shape)
+
+
+class ExpressionMatch:
+    """For each driver frame, the actor's own training crop whose expression is closest: the four
+    scored features (facevae.expression) as offsets from each person's neutral frame (closest to
+    the median landmark shape; the driver's from its first `neutral_window` faces, as the driving
+    modes choose it), in units of the actor's spread of each feature.
+
+    It reads the metric's own features, so it is a diagnostic, not a way to drive: a low score
+    says the actor never makes the driver's faces (no model trained on that footage can), a mode
+    far below it says the model loses what the footage has."""
+
+    def __init__(self, actor_images: np.ndarray, actor_landmarks: np.ndarray, neutral_window: int = 64):
+        features = expression_features(actor_landmarks)[:, : len(EXPRESSION_FEATURES)]
+        ok = np.isfinite(features).all(1)
+        self.images, self.features = np.asarray(actor_images)[ok], features[ok]
+        self.neutral = self.features[neutral_index(np.asarray(actor_landmarks)[ok])]
+        self.scale = np.maximum(self.features.std(0), 1e-6)
+        self.neutral_window = neutral_window
+
+    def translate_clip(self, crops: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        driver = expression_features(landmarks)[:, : len(EXPRESSION_FEATURES)]
+        window = landmarks[: self.neutral_window or len(landmarks)]
+        target = self.neutral + driver - driver[neutral_index(window)]
+        target = np.where(np.isfinite(target), target, self.neutral)  # no landmarks: the neutral face
+        dist = (((target[:, None] - self.features[None]) / self.scale) ** 2).sum(-1)
+        return self.images[dist.argmin(1)]
+
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        raise TypeError("ExpressionMatch needs the driver's landmarks: call translate_clip")

@@ -116,16 +116,17 @@ def clean_rows(h5: h5py.File) -> np.ndarray:
     return h5["loss_mask"][:].reshape(n, -1).all(1) if "loss_mask" in h5 else np.ones(n, bool)
 
 
-def read_split(path: str | Path, split: str, clean_only: bool = False) -> np.ndarray:
+def read_split(path: str | Path, split: str, clean_only: bool = False, field: str = "images") -> np.ndarray:
     """All images of one split as uint8 (N, S, S, 3), in file order; `clean_only`: without the
-    images that have a masked region (their loss mask is not all ones)."""
+    images that have a masked region (their loss mask is not all ones). `field` reads another
+    per-frame array the same way (e.g. "landmarks")."""
     if split not in SPLITS:
         raise FaceVAEError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
     with open_dataset(path) as h5:
         rows = h5["split"][:] == SPLITS[split]
         if clean_only:
             rows &= clean_rows(h5)
-        return h5["images"][:][rows]
+        return h5[field][:][rows]
 
 
 def read_split_masks(path: str | Path, split: str) -> np.ndarray | None:

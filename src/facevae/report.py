@@ -117,6 +117,8 @@ def summary_html(evaluation: Evaluation, actor: str, png_name: str, champion: di
         "sharpness: relative to the actor's own crops; jitter: frame-to-frame roughness of the output's "
         "features over the driver's (1 = as smooth as the driver). Modes: seed (decode(mu(crop))), "
         "normalised, relative, landmark, blend (facevae.transfer); baselines: nearest_neighbour, pca; "
+        "coverage: the actor's own crop with the closest expression to each driver frame (what the actor's "
+        "footage holds for this driver; a diagnostic that reads the metric's features); "
         "ceiling: the driver's own crops scored as outputs (the most any method can score on that clip: "
         "landmarks of small faces are noisy); headline mode: "
         f"{html.escape(evaluation.mode)}.</p>"
