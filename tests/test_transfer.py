@@ -24,6 +24,7 @@ from facevae.transfer import (
     fit_transfer,
     reinhard,
     smooth_latents,
+    snap_to_codes,
 )
 
 CFG = TransferConfig()
@@ -101,8 +102,9 @@ def test_relative_driving_by_the_actor_neutral_returns_the_actor_neutral(model):
     a = model.transfer
     neutral = np.repeat(a.neutral_crop[None], 3, 0)
     lm = np.repeat(a.neutral_landmarks[None], 3, 0)
+    no_snap = CFG.model_copy(update={"snap": 0.0})  # the snap would pull the neutral code toward its neighbours
     for mode in ("relative", "landmark", "blend"):
-        cfg = CFG.model_copy(update={"blend_weight": 0.0}) if mode == "blend" else CFG
+        cfg = no_snap.model_copy(update={"blend_weight": 0.0}) if mode == "blend" else no_snap
         out = ClipTranslator(model, cfg, mode).translate_clip(neutral, lm)
         if mode == "landmark":  # the head maps zero motion to its bias: near, not exactly, the neutral code
             continue
@@ -144,6 +146,21 @@ def test_assets_survive_model_pt(model, tmp_path):
     np.testing.assert_array_equal(a.neutral_crop, b.neutral_crop)
     np.testing.assert_allclose(a.head.weight, b.head.weight)
     np.testing.assert_allclose(a.head.scale, b.head.scale)
+    assert a.codes is not None and a.codes.shape[1] == model.latent_dim
+    np.testing.assert_array_equal(a.codes, b.codes)
+
+
+def test_snap_pulls_codes_toward_their_nearest_actor_codes():
+    codes = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]], dtype=np.float32)
+    z = np.array([[1.0, 1.0], [9.0, 8.0], [4.0, 6.0]], dtype=np.float32)
+    np.testing.assert_array_equal(snap_to_codes(z, codes, 0.0, 1), z)
+    np.testing.assert_array_equal(snap_to_codes(z, None, 0.5, 1), z)  # an older model file: no codes
+    np.testing.assert_allclose(snap_to_codes(z, codes, 1.0, 1), [[0, 0], [10, 10], [0, 10]])
+    np.testing.assert_allclose(snap_to_codes(z, codes, 0.25, 1), [[0.75, 0.75], [9.25, 8.5], [3.0, 7.0]])
+    np.testing.assert_allclose(snap_to_codes(np.array([[2.0, 1.0]]), codes, 1.0, 2), [[5.0, 0.0]])  # (0,0), (10,0)
+    np.testing.assert_allclose(snap_to_codes(z, codes, 1.0, 99), np.repeat([[5.0, 5.0]], 3, 0))  # k capped at M
+    long = np.random.default_rng(0).normal(size=(600, 2)).astype(np.float32)
+    np.testing.assert_allclose(snap_to_codes(long, codes, 0.5, 2, chunk=7), snap_to_codes(long, codes, 0.5, 2))
 
 
 def test_reconstruct_video_drives_with_a_mode(model, tmp_path):

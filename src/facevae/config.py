@@ -152,6 +152,8 @@ class TransferConfig(Section):
     standardise_landmarks: bool = True
     smooth_lag: float = Field(1.0, ge=0.0, le=2.0)
     smooth_beta: float = Field(0.0, ge=0.0)
+    snap: float = Field(0.25, ge=0.0, le=1.0)  # pull each code this far toward the mean of its nearest actor codes
+    snap_k: int = Field(8, ge=1)
 
 
 class MlflowConfig(Section):

@@ -15,8 +15,11 @@ expression does, so the modes here take those cues away step by step:
   the driver's pixels are not used at all;
 - `blend`: w * landmark + (1 - w) * relative.
 
-Every mode but `seed` smooths the latent sequence with a one-euro style filter whose lag is
-bounded by `transfer.smooth_lag` frames (`smooth_latents`).
+Every mode but `seed` then pulls each code part of the way (`transfer.snap`) toward the mean of
+its `transfer.snap_k` nearest codes of the actor's own training frames (`snap_to_codes`): driven
+codes drift between and beyond her frames, where the decoder draws soft, averaged faces. Last,
+it smooths the latent sequence with a one-euro style filter whose lag is bounded by
+`transfer.smooth_lag` frames (`smooth_latents`).
 
 A clip is processed by a `DriveSession` in chunks, in time order: the first chunk (at least
 `transfer.neutral_window` faces, or what there is) picks the driver's neutral frame (closest to
@@ -25,7 +28,8 @@ statistics; later chunks reuse them, and the smoother carries over. `ClipTransla
 session over a whole clip: the evaluation report and `facevae reconstruct` see the same numbers.
 
 What the modes need from the actor (`TransferAssets`: colour statistics, neutral frame and its
-code, the landmark head) is fitted after training (`fit_transfer`) and stored in model.pt.
+code, the landmark head, the training frames' codes) is fitted after training (`fit_transfer`)
+and stored in model.pt. A model file from before the codes were stored drives without the snap.
 """
 
 from __future__ import annotations
@@ -194,6 +198,7 @@ class TransferAssets:
     neutral_mu: np.ndarray  # (D,) its latent mean
     head: RidgeHead | None = None  # None when the dataset has no landmarks
     info: dict[str, float] = field(default_factory=dict)
+    codes: np.ndarray | None = None  # (M, D) latent means of the actor's clean training frames (the snap)
 
     def to_payload(self) -> dict[str, Any]:
         """Plain tensors and numbers: model.pt stays loadable with torch.load(weights_only=True)."""
@@ -205,6 +210,8 @@ class TransferAssets:
             "neutral_landmarks": t(self.neutral_landmarks), "neutral_mu": t(self.neutral_mu),
             "info": {k: float(v) for k, v in self.info.items()},
         }  # fmt: skip
+        if self.codes is not None:
+            payload["codes"] = t(self.codes)
         if self.head is not None:
             payload["head"] = {"weight": t(self.head.weight), "bias": t(self.head.bias),
                                "alpha": self.head.alpha, "val_r2": self.head.val_r2}
@@ -222,6 +229,7 @@ class TransferAssets:
             RidgeHead(n(head["weight"]), n(head["bias"]), float(head["alpha"]), float(head["val_r2"]),
                       n(head["scale"]) if "scale" in head else None) if head else None,
             dict(payload.get("info", {})),
+            n(payload["codes"]).astype(np.float32) if "codes" in payload else None,
         )  # fmt: skip
 
 
@@ -248,7 +256,10 @@ def fit_transfer(model, images: np.ndarray, landmarks: np.ndarray, val: np.ndarr
         head = fit_head(x, mu[has_lm].astype(np.float64), np.asarray(val, bool)[has_lm], cfg.ridge_alpha,
                         cfg.standardise_landmarks)
         info.update(head_alpha=head.alpha, head_val_r2=head.val_r2)
-    return TransferAssets(lab_mean, lab_std, images[ni].copy(), landmarks[ni].astype(np.float32), mu[ni], head, info)
+    train = ~np.asarray(val, bool)
+    codes = (mu[train] if train.any() else mu).astype(np.float32)
+    return TransferAssets(lab_mean, lab_std, images[ni].copy(), landmarks[ni].astype(np.float32), mu[ni], head, info,
+                          codes)
 
 
 def fit_transfer_from_dataset(model, data, cfg: TransferConfig) -> TransferAssets:
@@ -271,7 +282,25 @@ def fit_transfer_from_dataset(model, data, cfg: TransferConfig) -> TransferAsset
     return fit_transfer(model, images[clean], landmarks[clean], val[clean], cfg)
 
 
-# ---- smoothing ------------------------------------------------------------------------------------
+# ---- snap and smoothing ---------------------------------------------------------------------------
+
+
+def snap_to_codes(z: np.ndarray, codes: np.ndarray | None, weight: float, k: int, chunk: int = 256) -> np.ndarray:
+    """z' = (1 - weight) * z + weight * (mean of the k actor codes nearest to z), row by row.
+    No codes (an older model file) or weight 0: z unchanged."""
+    z = np.asarray(z, dtype=np.float32)
+    if weight == 0 or codes is None or len(codes) == 0:
+        return z
+    codes = np.asarray(codes, dtype=np.float64)
+    k = min(k, len(codes))
+    out = np.empty_like(z)
+    for start in range(0, len(z), chunk):
+        q = z[start : start + chunk].astype(np.float64)
+        dist = ((q[:, None] - codes[None]) ** 2).sum(-1)
+        nearest = codes[np.argpartition(dist, k - 1, axis=1)[:, :k]].mean(1)
+        out[start : start + chunk] = (1 - weight) * q + weight * nearest
+    return out
+
 
 
 class LatentSmoother:
@@ -390,7 +419,8 @@ class DriveSession:
         landmarks = np.asarray(landmarks, dtype=np.float64).reshape(len(crops), 68, 2)
         if not self.started:
             self.start(crops, landmarks)
-        return self.model.decode(self.smoother(self.latents(crops, landmarks)))
+        z = snap_to_codes(self.latents(crops, landmarks), self.assets.codes, self.cfg.snap, self.cfg.snap_k)
+        return self.model.decode(self.smoother(z))
 
 
 class ClipTranslator:
