@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from facevae.expression import EXPRESSION_FEATURES, expression_features
-from facevae.transfer import neutral_index
+from facevae.transfer import nearest_indices, neutral_index
 
 
 def _flat(images: np.ndarray) -> np.ndarray:
@@ -76,8 +76,7 @@ class ExpressionMatch:
         window = landmarks[: self.neutral_window or len(landmarks)]
         target = self.neutral + driver - driver[neutral_index(window)]
         target = np.where(np.isfinite(target), target, self.neutral)  # no landmarks: the neutral face
-        dist = (((target[:, None] - self.features[None]) / self.scale) ** 2).sum(-1)
-        return self.images[dist.argmin(1)]
+        return self.images[nearest_indices(target / self.scale, self.features / self.scale, 1)[:, 0]]
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         raise TypeError("ExpressionMatch needs the driver's landmarks: call translate_clip")

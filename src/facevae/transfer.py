@@ -285,6 +285,21 @@ def fit_transfer_from_dataset(model, data, cfg: TransferConfig) -> TransferAsset
 # ---- snap and smoothing ---------------------------------------------------------------------------
 
 
+def nearest_indices(queries: np.ndarray, table: np.ndarray, k: int, chunk: int = 256) -> np.ndarray:
+    """(N, k) row indices of `table` nearest (Euclidean) to each query, in no particular order.
+
+    Distances as |t|^2 - 2 q.t (|q|^2 is the same for every row), `chunk` queries at a time: memory
+    stays chunk x M, not chunk x M x D, for an actor with many frames."""
+    queries, table = np.asarray(queries, dtype=np.float64), np.asarray(table, dtype=np.float64)
+    k = min(k, len(table))
+    sq_norms = (table**2).sum(1)
+    out = np.empty((len(queries), k), dtype=np.int64)
+    for start in range(0, len(queries), chunk):
+        dist = sq_norms[None] - 2 * queries[start : start + chunk] @ table.T
+        out[start : start + chunk] = np.argpartition(dist, k - 1, axis=1)[:, :k]
+    return out
+
+
 def snap_to_codes(z: np.ndarray, codes: np.ndarray | None, weight: float, k: int, chunk: int = 256) -> np.ndarray:
     """z' = (1 - weight) * z + weight * (mean of the k actor codes nearest to z), row by row.
     No codes (an older model file) or weight 0: z unchanged."""
@@ -292,15 +307,8 @@ def snap_to_codes(z: np.ndarray, codes: np.ndarray | None, weight: float, k: int
     if weight == 0 or codes is None or len(codes) == 0:
         return z
     codes = np.asarray(codes, dtype=np.float64)
-    k = min(k, len(codes))
-    out = np.empty_like(z)
-    for start in range(0, len(z), chunk):
-        q = z[start : start + chunk].astype(np.float64)
-        dist = ((q[:, None] - codes[None]) ** 2).sum(-1)
-        nearest = codes[np.argpartition(dist, k - 1, axis=1)[:, :k]].mean(1)
-        out[start : start + chunk] = (1 - weight) * q + weight * nearest
-    return out
-
+    nearest = codes[nearest_indices(z, codes, k, chunk)].mean(1)
+    return ((1 - weight) * z.astype(np.float64) + weight * nearest).astype(np.float32)
 
 
 class LatentSmoother:
