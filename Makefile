@@ -6,12 +6,13 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup demo test test-fast bench sweep clean-demo help
+.PHONY: setup demo test test-fast test-gpu bench sweep clean-demo help
 
 help:
 	@echo "make demo       set up .venv, fetch the sample clips, run 'dvc repro' end to end (CPU)"
 	@echo "make test       set up .venv and run every test (slow ones included)"
 	@echo "make test-fast  only the quick tests (-m 'not slow')"
+	@echo "make test-gpu   the CUDA training tests (-m gpu; skipped without a GPU)"
 	@echo "make bench      run the speed benchmarks in bench/"
 	@echo "make sweep      Optuna hyperparameter sweep on the pexels sample (ACTOR=, TRIALS=, WORKERS=)"
 
@@ -31,6 +32,9 @@ test: setup
 
 test-fast: setup
 	pytest -m "not slow"
+
+test-gpu: setup
+	pytest -m gpu -v
 
 # Hyperparameter sweep (needs data/hdf5/$(ACTOR).h5 from `make demo` or `dvc repro build@$(ACTOR)`);
 # rerunning it resumes the study. Live view: optuna-dashboard sqlite:///optuna/optuna.db

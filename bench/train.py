@@ -13,10 +13,12 @@ Ours: facevae.train.run_training as `facevae train` runs it (in-memory uint8 spl
 mirror, channels_last, matrix/phase forms of the slow transposed convs, fused Adam), including
 its per-epoch validation and checkpoint, which are not counted in images/s.
 
-Both: model.* and train.batch_size/lr/seed from params, the first epoch is warm-up, images/s is
-the median over the remaining epochs of training-phase time. The peak is the best 2048x2048
-fp32 torch.mm, timed before, between and after the loops (the machine may be shared).
-Targets on a 2-core CPU: ours >= 1.3x plain, >= 60% of matmul peak.
+Both: model.* and train.batch_size/lr/seed/device from params, the first epoch is warm-up,
+images/s is the median over the remaining epochs of training-phase time. The peak is the best
+2048x2048 fp32 torch.mm on the training device, timed before, between and after the loops (the
+machine may be shared). Targets on a 2-core CPU: ours >= 1.3x plain, >= 60% of matmul peak.
+On a GPU (`--set train.device=cuda`) the plain loop runs there too, in fp32 (ours in
+train.precision): the ratio then measures the data path and mixed precision together.
 """
 
 from __future__ import annotations
@@ -36,21 +38,28 @@ from torch import nn
 
 from facevae.config import load_params
 from facevae.model import VAE, Deconv, flops_per_image, vae_loss
-from facevae.train import run_training
+from facevae.train import resolve_device, run_training
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     for _ in range(3):
         torch.mm(a, b)
     best = float("inf")
     for _ in range(repeats):
+        sync(device)
         started = time.perf_counter()
         torch.mm(a, b)
+        sync(device)
         best = min(best, time.perf_counter() - started)
     return 2 * n**3 / best / 1e9
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def synthetic_dataset(path: Path, n: int) -> Path:
@@ -103,9 +112,11 @@ class InMemory(torch.utils.data.Dataset):
         return image.flip(-1) if random.random() < 0.5 else image
 
 
-def plain_images_per_s(data: Path, params, epochs: int, workers: int, in_memory: bool = False) -> float:
+def plain_images_per_s(
+    data: Path, params, device: torch.device, epochs: int, workers: int, in_memory: bool = False
+) -> float:
     torch.manual_seed(params.train.seed)
-    model = plain_model(params).train()
+    model = plain_model(params).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=params.train.lr, eps=params.train.adam_eps)
     dataset = InMemory(data) if in_memory else PerSampleHDF5(data)
     loader = torch.utils.data.DataLoader(
@@ -115,11 +126,13 @@ def plain_images_per_s(data: Path, params, epochs: int, workers: int, in_memory:
     for _ in range(epochs):
         seen, started = 0, time.perf_counter()
         for x in loader:
+            x = x.to(device)
             loss = vae_loss(model(x), x, params.model).total
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             seen += len(x)
+        sync(device)
         speeds.append(seen / (time.perf_counter() - started))
     return statistics.median(speeds[1:] or speeds)
 
@@ -133,6 +146,10 @@ def our_images_per_s(data: Path, params, epochs: int) -> float:
     return statistics.median(speeds[1:] or speeds)
 
 
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", nargs="?", type=Path, default=ROOT / "data/hdf5/pexels.h5")
@@ -144,26 +161,28 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params(args.params, args.overrides)
+    device = resolve_device(params.train.device)
     if params.train.num_threads:
         torch.set_num_threads(params.train.num_threads)
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data if args.data.exists() else synthetic_dataset(Path(tmp) / "bench.h5", args.images)
         with h5py.File(data, "r") as h5:
             n_train = int((h5["split"][:] == 0).sum())
-        peaks = [matmul_gflops()]  # measured between the loops too: the machine is shared, keep the best
-        plain = plain_images_per_s(data, params, args.epochs, args.workers)
-        peaks.append(matmul_gflops())
-        plain_memory = plain_images_per_s(data, params, args.epochs, args.workers, in_memory=True)
-        peaks.append(matmul_gflops())
+        peaks = [matmul_gflops(device)]  # measured between the loops too: the machine is shared, keep the best
+        plain = plain_images_per_s(data, params, device, args.epochs, args.workers)
+        peaks.append(matmul_gflops(device))
+        plain_memory = plain_images_per_s(data, params, device, args.epochs, args.workers, in_memory=True)
+        peaks.append(matmul_gflops(device))
         ours = our_images_per_s(data, params.model_copy(deep=True), args.epochs)
-        peaks.append(matmul_gflops())
+        peaks.append(matmul_gflops(device))
     peak = max(peaks)
     gflop = flops_per_image(params.model)["train"] / 1e9
 
     print(f"data: {data.name if args.data.exists() else 'synthetic astronaut crops'}, {n_train} train images, "
           f"batch {params.train.batch_size}, {args.epochs} epochs per loop (first = warm-up), "
-          f"{torch.get_num_threads()} threads, precision {params.train.precision}")
-    print(f"matmul peak (2048^2 fp32 mm): {peak:.1f} GFLOP/s (best of {', '.join(f'{p:.0f}' for p in peaks)})")
+          f"device {device_name(device)}, {torch.get_num_threads()} threads, "
+          f"precision {params.train.precision} (plain loop fp32)")
+    print(f"matmul peak (2048^2 fp32 mm on {device.type}): {peak:.1f} GFLOP/s (best of {', '.join(f'{p:.0f}' for p in peaks)})")
     print(f"model: {gflop:.3f} GFLOP per training image (forward + backward)")
     print(f"plain loop: {plain:.1f} images/s  ({gflop * plain:.1f} GFLOP/s, {gflop * plain / peak:.0%} of peak)")
     print(f"  (same plain loop, data preloaded in memory: {plain_memory:.1f} images/s, "

@@ -364,8 +364,8 @@ def model_from_payload(payload: dict[str, Any]) -> VAE:
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> VAE:
-    """The network saved by save_model, in eval mode."""
-    return model_from_payload(read_model_file(path, map_location))
+    """The network saved by save_model, in eval mode, on the device `map_location` names."""
+    return model_from_payload(read_model_file(path, map_location)).to(map_location)
 
 
 def flops_per_image(cfg: ModelConfig) -> dict[str, float]:
