@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 import facevae.sweep as sweep_module
+import facevae.sweep.trial as trial_module
 from facevae.cli import app
 from facevae.config import load_params, validate_params
 from facevae.errors import FaceVAEError
@@ -247,13 +248,13 @@ def test_an_interrupted_trial_is_queued_again(tmp_path, faces_h5, monkeypatch):
             raise KeyboardInterrupt
         return real(trial, job, probe)
 
-    monkeypatch.setattr(sweep_module, "run_objective", interrupt_second)
+    monkeypatch.setattr(trial_module, "run_objective", interrupt_second)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(faces_h5, "astro", params, 3)
     trials = study_for(params, "astro").get_trials()
     assert trials[1].state == TrialState.FAIL and "interrupted" in trials[1].user_attrs["outcome"]
     assert trials[2].state == TrialState.WAITING and trials[2].system_attrs["failed_trial"] == 1
-    monkeypatch.setattr(sweep_module, "run_objective", real)
+    monkeypatch.setattr(trial_module, "run_objective", real)
     result = run_sweep(faces_h5, "astro", params, 3)
     assert result.census.finished == 3 and result.census.complete == 3 and result.census.retried == 1
 

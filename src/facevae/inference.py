@@ -31,6 +31,7 @@ import torch
 
 from facevae.config import ExtractConfig, Params
 from facevae.errors import FaceVAEError
+from facevae.model import faces_to_tensor, reconstruct_faces, tensor_to_faces
 from facevae.registry import CHAMPION
 
 MODEL_FILE = "model.pt"
@@ -323,14 +324,6 @@ class ActorModel:
             raise FaceVAEError(f"faces must be uint8 RGB, got {crops.dtype}", self.source or None)
         return crops
 
-    def _to_tensor(self, crops: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device)
-        return x.permute(0, 3, 1, 2).float().div_(255.0).contiguous(memory_format=torch.channels_last)
-
-    @staticmethod
-    def _to_uint8(images: torch.Tensor) -> np.ndarray:
-        return images.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
     def encode(self, crops: np.ndarray) -> np.ndarray:
         """uint8 (N, S, S, 3) aligned faces -> float32 (N, latent_dim) latent means mu."""
         crops = self.check_crops(crops)
@@ -338,7 +331,7 @@ class ActorModel:
         with torch.inference_mode():
             for start in range(0, len(crops), self.batch_size):
                 chunk = crops[start : start + self.batch_size]
-                out[start : start + len(chunk)] = self.vae.encode(self._to_tensor(chunk)).float().cpu().numpy()
+                out[start : start + len(chunk)] = self.vae.encode(faces_to_tensor(chunk, self.device)).float().cpu().numpy()
         return out
 
     def decode(self, mu: np.ndarray) -> np.ndarray:
@@ -352,18 +345,12 @@ class ActorModel:
         with torch.inference_mode():
             for start in range(0, len(mu), self.batch_size):
                 z = torch.from_numpy(np.ascontiguousarray(mu[start : start + self.batch_size])).to(self.device)
-                out[start : start + len(z)] = self._to_uint8(self.vae.decode(z))
+                out[start : start + len(z)] = tensor_to_faces(self.vae.decode(z))
         return out
 
     def reconstruct(self, crops: np.ndarray) -> np.ndarray:
         """uint8 faces -> the actor making the same expression: decode(mu(face)), uint8."""
-        crops = self.check_crops(crops)
-        out = np.empty_like(crops)
-        with torch.inference_mode():
-            for start in range(0, len(crops), self.batch_size):
-                chunk = crops[start : start + self.batch_size]
-                out[start : start + len(chunk)] = self._to_uint8(self.vae.reconstruct(self._to_tensor(chunk)))
-        return out
+        return reconstruct_faces(self.vae, self.check_crops(crops), self.batch_size)
 
     def sample(self, n: int, seed: int = 0, temperature: float = 1.0) -> np.ndarray:
         """n faces decoded from z ~ N(0, temperature^2 I) (seeded; the global RNG is untouched)."""

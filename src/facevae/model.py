@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -366,6 +367,33 @@ def model_from_payload(payload: dict[str, Any]) -> VAE:
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> VAE:
     """The network saved by save_model, in eval mode, on the device `map_location` names."""
     return model_from_payload(read_model_file(path, map_location)).to(map_location)
+
+
+# ---- uint8 faces in, uint8 faces out (ActorModel and the pyfunc) -----------------------------
+
+
+def faces_to_tensor(faces: np.ndarray, device: torch.device) -> Tensor:
+    """uint8 (N, S, S, 3) RGB -> float (N, 3, S, S) in [0, 1] on `device`, channels_last in memory."""
+    x = torch.from_numpy(np.ascontiguousarray(faces)).to(device)
+    return x.permute(0, 3, 1, 2).float().div_(255.0).contiguous(memory_format=torch.channels_last)
+
+
+def tensor_to_faces(images: Tensor) -> np.ndarray:
+    """float (N, 3, S, S) in [0, 1] -> uint8 (N, S, S, 3) RGB on the CPU."""
+    return images.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def reconstruct_faces(model: VAE, faces: np.ndarray, batch_size: int) -> np.ndarray:
+    """uint8 (N, S, S, 3) faces -> decode(mu(face)) as uint8 (N, S, S, 3), `batch_size` faces per
+    forward pass, without autograd, on the model's device. The caller sets eval mode (and the
+    weights' memory format, which can move the rounding of a few pixels)."""
+    device = next(model.parameters()).device
+    out = np.empty_like(faces)
+    with torch.inference_mode():
+        for start in range(0, len(faces), batch_size):
+            chunk = faces[start : start + batch_size]
+            out[start : start + len(chunk)] = tensor_to_faces(model.reconstruct(faces_to_tensor(chunk, device)))
+    return out
 
 
 def flops_per_image(cfg: ModelConfig) -> dict[str, float]:

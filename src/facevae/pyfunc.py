@@ -62,18 +62,10 @@ def as_face_batch(model_input: Any, image_size: int) -> np.ndarray:
 
 def reconstruct_uint8(model, faces: np.ndarray) -> np.ndarray:
     """uint8 NHWC in, uint8 NHWC out, in batches; the model is used in eval mode on its device."""
-    import torch
+    from facevae.model import reconstruct_faces  # the same loop as ActorModel.reconstruct
 
     model.eval()
-    device = next(model.parameters()).device
-    out = np.empty_like(faces)
-    with torch.inference_mode():
-        for start in range(0, len(faces), PREDICT_BATCH):
-            chunk = torch.from_numpy(np.ascontiguousarray(faces[start : start + PREDICT_BATCH])).to(device)
-            x = chunk.permute(0, 3, 1, 2).float().div_(255.0)
-            y = model.reconstruct(x).mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
-            out[start : start + len(chunk)] = y.permute(0, 2, 3, 1).cpu().numpy()
-    return out
+    return reconstruct_faces(model, faces, PREDICT_BATCH)
 
 
 def model_signature(image_size: int):
