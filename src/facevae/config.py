@@ -151,9 +151,9 @@ class TransferConfig(Section):
     feather: float = Field(2.0, ge=0.0)
     neutral_window: int = Field(64, ge=0)
     driver_neutral: int | None = Field(None, ge=0)
-    relative_gain: float = Field(3.0, ge=0.0)
+    relative_gain: float = Field(4.0, ge=0.0)
     landmark_gain: float = Field(3.0, ge=0.0)
-    blend_weight: float = Field(0.5, ge=0.0, le=1.0)
+    blend_weight: float = Field(0.4, ge=0.0, le=1.0)
     ridge_alpha: float = Field(0.0, ge=0.0)
     standardise_landmarks: bool = True
     smooth_lag: float = Field(1.0, ge=0.0, le=2.0)

