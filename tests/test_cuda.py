@@ -47,7 +47,9 @@ def test_auto_precision_on_cuda_is_bf16_where_the_gpu_has_it():
 
 @pytest.mark.parametrize("precision", ["auto", "bf16", "fp16", "fp32"])
 def test_cuda_training_learns_and_writes_a_model_that_loads_on_the_cpu(faces_h5, tmp_path, precision):
-    result = run_training(faces_h5, "astro", params(epochs=5, precision=precision), tmp_path, progress=False)
+    mirror_only = {"hflip": True, "color_jitter": 0.0, "affine_jitter": 0.0}  # jitter has its own test below
+    result = run_training(faces_h5, "astro", params(epochs=5, precision=precision, augment=mirror_only), tmp_path,
+                          progress=False)
     assert all(math.isfinite(v) for row in result.history for v in row.values())
     first, last = result.history[0], result.history[-1]
     assert last["train_loss"] < 0.9 * first["train_loss"], [r["train_loss"] for r in result.history]

@@ -123,7 +123,7 @@ class ModelConfig(Section):
 
 class AugmentConfig(Section):
     hflip: bool = True
-    color_jitter: float = Field(0.0, ge=0.0, le=1.0)
+    color_jitter: float = Field(0.3, ge=0.0, le=1.0)
     affine_jitter: float = Field(0.0, ge=0.0, le=1.0)
 
 
