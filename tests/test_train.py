@@ -66,6 +66,36 @@ def test_resume_gives_identical_weights(faces_h5, tmp_path):
     assert strip(straight.history) == strip(resumed.history)
 
 
+def test_decoder_phase_trains_the_decoder_alone_on_the_means(faces_h5, tmp_path):
+    vae_only = run_training(faces_h5, "a", params(epochs=2), tmp_path / "vae", progress=False)
+    phased = run_training(
+        faces_h5, "a", params(epochs=2, decoder_epochs=2, decoder_lr=5e-4), tmp_path / "phased", progress=False
+    )
+    a = torch.load(tmp_path / "vae" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "phased" / "model.pt", weights_only=True)["state_dict"]
+    encoder = [k for k in a if k.startswith("encoder.")]
+    decoder = [k for k in a if k.startswith("decoder.") and a[k].is_floating_point()]
+    assert encoder and decoder
+    assert all(torch.equal(a[k], b[k]) for k in encoder)  # weights and batch-norm statistics
+    assert not all(torch.equal(a[k], b[k]) for k in decoder)
+    assert [row["epoch"] for row in phased.history] == [1, 2, 3, 4]
+    assert [row["lr"] for row in phased.history] == [2e-3, 2e-3, 5e-4, 5e-4]
+    assert phased.history[:2] == [dict(r, images_per_s=p["images_per_s"]) for r, p in zip(vae_only.history, phased.history)]
+
+
+def test_resume_inside_the_decoder_phase_gives_identical_weights(faces_h5, tmp_path):
+    straight = run_training(faces_h5, "a", params(epochs=2, decoder_epochs=2), tmp_path / "straight", progress=False)
+    run_training(faces_h5, "a", params(epochs=2, decoder_epochs=1), tmp_path / "killed", progress=False)
+    resumed = run_training(
+        faces_h5, "a", params(epochs=2, decoder_epochs=2), tmp_path / "killed", resume=True, progress=False
+    )
+    a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "images_per_s"} for r in rows]  # noqa: E731
+    assert strip(straight.history) == strip(resumed.history)
+
+
 def test_resume_refuses_a_checkpoint_of_another_model(faces_h5, tmp_path):
     run_training(faces_h5, "a", params(epochs=1), tmp_path, progress=False)
     other = validate_params({"model": {"latent_dim": 8}, "train": {"epochs": 2}, "mlflow": {"enabled": False}})

@@ -149,6 +149,11 @@ class TrainConfig(Section):
     num_threads: int = Field(0, ge=0)
     log_images_every: int = Field(10, ge=1)
     augment: AugmentConfig = AugmentConfig()
+    # After `epochs`, this many epochs train the decoder alone on z = mu (encoder frozen): it learns
+    # to decode the codes that inference uses instead of noisy samples of them, so faces come out
+    # sharper while the latent space (and everything fitted on it) stays as the VAE left it.
+    decoder_epochs: int = Field(0, ge=0)
+    decoder_lr: float = Field(1e-3, gt=0)
 
 
 class TransferConfig(Section):

@@ -3,7 +3,8 @@
 The whole uint8 split lives in memory (on the training device) and batches are cut from it with
 shuffled indices: no DataLoader, no per-sample Python. Augmentation is per batch (mirror as a
 tensor flip; albumentations only when colour/affine jitter is on). Every epoch ends with a
-validation pass and an atomic checkpoint; `resume=True` continues bit-identically.
+validation pass and an atomic checkpoint; `resume=True` continues bit-identically. With
+`train.decoder_epochs`, the last epochs train only the decoder, on z = mu (see TrainConfig).
 
 Randomness that decides *which* samples and *which* flips an epoch gets is derived from
 (seed, epoch, rank), like DistributedSampler, so nothing but the global torch RNG (the VAE's
@@ -30,7 +31,7 @@ from facevae.atomic import atomic_path
 from facevae.config import AugmentConfig, ModelConfig, Params, TrainConfig
 from facevae.dataset import crop_geometry
 from facevae.errors import FaceVAEError
-from facevae.model import VAE, build_model, flops_per_image, model_config_dict, save_model, vae_loss
+from facevae.model import VAE, VAEOutput, build_model, flops_per_image, model_config_dict, save_model, vae_loss
 
 if TYPE_CHECKING:
     from facevae.tracking import RunOptions
@@ -148,15 +149,19 @@ def run_training(
         start_epoch, history = load_checkpoint(checkpoint, model, optimizer, scaler, mcfg)
 
     augment = Augmenter(tcfg.augment)
-    bar = progress_bar(progress, (tcfg.epochs - start_epoch) * math.ceil(len(train_images) / world))
+    total_epochs = tcfg.epochs + tcfg.decoder_epochs
+    bar = progress_bar(progress, (total_epochs - start_epoch) * math.ceil(len(train_images) / world))
     epoch = start_epoch
     try:
-        for epoch in range(start_epoch, tcfg.epochs):
+        for epoch in range(start_epoch, total_epochs):
+            decoder_only = epoch >= tcfg.epochs
+            if decoder_only:
+                enter_decoder_phase(model, optimizer, tcfg.decoder_lr, first_epoch=epoch == tcfg.epochs)
             order = epoch_order(len(train_images), epoch, tcfg.seed, rank, world)
             augment.start_epoch(derived_seed(tcfg.seed, epoch, rank))
             train_stats = train_epoch(
                 model, optimizer, scaler, train_images, order, tcfg.batch_size, augment, mcfg, amp_dtype,
-                epoch, bar, train_masks,
+                epoch, bar, train_masks, decoder_only,
             )
             val_stats = evaluate(model, val_images, tcfg.batch_size, mcfg, amp_dtype, val_masks)
             row = history_row(epoch + 1, train_stats, val_stats, optimizer)
@@ -166,7 +171,7 @@ def run_training(
                 bar.set_postfix(epoch=epoch + 1, loss=f"{row['train_loss']:.1f}", val=f"{row['val_loss']:.1f}")
             if on_epoch is not None:
                 faces = val_images if len(val_images) else train_images
-                on_epoch(EpochReport(epoch + 1, tcfg.epochs, row, model, faces, device))
+                on_epoch(EpochReport(epoch + 1, total_epochs, row, model, faces, device))
     except NonFiniteLoss as exc:
         kept = f"the checkpoint of epoch {epoch} is kept" if epoch else "no checkpoint was written"
         raise FaceVAEError(f"{exc}; training stopped, {kept}: lower train.lr or check the data", checkpoint) from None
@@ -375,6 +380,18 @@ def build_optimizer(model: VAE, cfg: TrainConfig, device: torch.device) -> torch
     )
 
 
+def enter_decoder_phase(model: VAE, optimizer: torch.optim.Optimizer, lr: float, first_epoch: bool) -> None:
+    """From here on only the decoder learns (train.decoder_epochs): the encoder's weights get no
+    gradients, so Adam leaves them alone, and its batch-norm statistics stay frozen too. The phase
+    starts from fresh Adam moments, as a new optimizer over the decoder would."""
+    for param in model.encoder.parameters():
+        param.requires_grad_(False)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    if first_epoch:
+        optimizer.state.clear()
+
+
 def progress_bar(enabled: bool, total_images: int):
     if not enabled or total_images <= 0:
         return None
@@ -436,8 +453,11 @@ def train_epoch(
     epoch: int,
     bar=None,
     masks: Tensor | None = None,
+    decoder_only: bool = False,
 ) -> dict[str, float]:
     model.train()
+    if decoder_only:
+        model.encoder.eval()
     device = images.device
     meter = LossMeter(device, epoch)
     shown = 0  # images of this epoch already on the progress bar
@@ -447,7 +467,7 @@ def train_epoch(
         batch, weight = augment.pair(images[index], None if masks is None else masks[index])
         x = to_float(batch)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            out = model(x)
+            out = decode_means(model, x) if decoder_only else model(x)
         loss = vae_loss(out, x, cfg, weight)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss.total).backward()
@@ -465,6 +485,13 @@ def train_epoch(
     if bar is not None:
         bar.update(meter.images - shown)
     return stats
+
+
+def decode_means(model: VAE, x: Tensor) -> VAEOutput:
+    """The decoder phase's forward pass: z = mu, as at inference, through a frozen encoder."""
+    with torch.no_grad():
+        mu, logvar = model.encoder(x)
+    return VAEOutput(model.decoder(mu), mu, logvar)
 
 
 @torch.no_grad()

@@ -70,9 +70,12 @@ def resolved_params(base: Params, values: dict[str, Any]) -> Params:
 
 
 def trial_params(base: Params, values: dict[str, Any], epochs: int, threads: int) -> Params:
-    """What one trial trains: the tuned values, sweep.epochs epochs, face grids only at the end."""
+    """What one trial trains: the tuned values, sweep.epochs epochs, face grids only at the end.
+    Trials compare VAEs, so they skip the decoder phase (train.decoder_epochs), which leaves the
+    latent space alone and would blur the pruner's epoch budget."""
     params = resolved_params(base, values)
     params.train.epochs = epochs
+    params.train.decoder_epochs = 0
     params.train.log_images_every = epochs
     if threads and not params.train.num_threads:
         params.train.num_threads = threads
