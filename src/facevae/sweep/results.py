@@ -112,7 +112,7 @@ def best_params_document(best: FrozenTrial, job: SweepJob, study: optuna.Study, 
         f"Best trial {best.number} of sweep {job.study_name}: {values} after {job.params.sweep.epochs} epochs{against}.",
         "Tuned: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in tuned.items()),
         f"Use: facevae train --data {job.data} --actor {job.actor} --params-override {path}",
-        f"     (add --set train.epochs={job.params.sweep.epochs} train.decoder_epochs=0 to reproduce the trial), or merge these sections into params.yaml.",
+        f"     (add --set train.epochs={job.params.sweep.epochs} --set train.decoder_epochs=0 to reproduce the trial), or merge these sections into params.yaml.",
     ]
     text = "".join(f"# {line}\n" for line in header) + yaml.safe_dump(sections, sort_keys=False, default_flow_style=None)
     return text
