@@ -47,5 +47,6 @@ sweep: setup
 bench: setup
 	python bench/extract.py
 	python bench/train.py
+	python bench/ssim.py
 	python bench/reconstruct.py
 	python bench/occlusion.py

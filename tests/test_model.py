@@ -1,6 +1,7 @@
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,8 +16,11 @@ from facevae.model import (
     encoder_sizes,
     flops_per_image,
     load_model,
+    SSIM_RADIUS,
+    SSIM_SIGMA,
     same_padding,
     save_model,
+    ssim_map,
     vae_loss,
 )
 
@@ -158,3 +162,40 @@ def test_resize_decoder_names_the_knobs_when_sizes_do_not_fit():
         VAE(ModelConfig(decoder="resize", dec_hidden=1000))
     with pytest.raises(FaceVAEError, match="multiple of 16"):
         VAE(ModelConfig(decoder="resize", image_size=40))
+
+
+def test_ssim_map_matches_scikit_image_away_from_the_border():
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 3, 40, 40))
+    y = np.clip(x + rng.normal(0, 0.2, x.shape), 0, 1)
+    ours = ssim_map(torch.from_numpy(x), torch.from_numpy(y)).numpy()
+    r = SSIM_RADIUS  # the borders differ by padding (skimage: symmetric, ours: reflect)
+    for i in range(len(x)):
+        for c in range(3):
+            _, reference = structural_similarity(
+                x[i, c], y[i, c], full=True, gaussian_weights=True, sigma=SSIM_SIGMA,
+                use_sample_covariance=False, data_range=1.0,
+            )
+            np.testing.assert_allclose(ours[i, c, r:-r, r:-r], reference[r:-r, r:-r], atol=1e-9)
+    assert 0.05 < ours.mean() < 0.9  # noisy copy: similar, far from identical
+
+
+def test_ssim_term_adds_to_the_reconstruction_loss_and_respects_the_mask():
+    torch.manual_seed(0)
+    target = torch.rand(2, 3, 64, 64)
+    out = VAEOutput(torch.randn(2, 3, 64, 64), torch.zeros(2, 30), torch.zeros(2, 30))
+    plain = vae_loss(out, target, ModelConfig()).recon
+    with_ssim = vae_loss(out, target, ModelConfig(ssim_weight=2.0)).recon
+    dissimilar = (1 - ssim_map(torch.sigmoid(out.logits), target)).flatten(1).sum(1).mean()
+    torch.testing.assert_close(with_ssim, plain + 2.0 * dissimilar)
+    half = torch.ones(2, 1, 64, 64)
+    half[..., 32:, :] = 0
+    masked = vae_loss(out, target, ModelConfig(ssim_weight=2.0), half).recon
+    assert masked < with_ssim * 0.6
+
+
+def test_ssim_map_names_the_problem_for_images_smaller_than_its_window():
+    with pytest.raises(FaceVAEError, match="SSIM needs images larger than"):
+        ssim_map(torch.rand(1, 3, 4, 4), torch.rand(1, 3, 4, 4))

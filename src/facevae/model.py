@@ -297,19 +297,29 @@ SSIM_C1, SSIM_C2 = 0.01**2, 0.03**2  # for images in [0, 1]
 def ssim_map(x: Tensor, y: Tensor) -> Tensor:
     """Per-pixel SSIM (Wang et al. 2004) of two NCHW images in [0, 1], per channel, same size
     (reflect-padded): a term that rewards edges and texture where a per-pixel loss rewards blur."""
-    offsets = torch.arange(-SSIM_RADIUS, SSIM_RADIUS + 1, dtype=x.dtype, device=x.device)
-    g = torch.exp(-(offsets**2) / (2 * SSIM_SIGMA**2))
-    g = g / g.sum()
-    channels = x.shape[1]
-    window = (g[:, None] * g[None, :]).expand(channels, 1, -1, -1).contiguous()
-
-    def blur(t: Tensor) -> Tensor:
-        padded = F.pad(t, [SSIM_RADIUS] * 4, mode="reflect")
-        return F.conv2d(padded, window, groups=channels)
-
-    mx, my = blur(x), blur(y)
-    vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    # The five local moments stacked, the Gaussian window applied as two matrix products (rows,
+    # then columns, the reflect padding folded into the matrices): on CPU the 11x11 depthwise
+    # convs it replaces, and their backward, cost more than the whole model's convs (bench/ssim.py).
+    maps = torch.cat([x, y, x * x, y * y, x * y], dim=1)
+    rows, cols = gaussian_blur_matrix(x.shape[-2], x), gaussian_blur_matrix(x.shape[-1], x)
+    mx, my, xx, yy, xy = torch.matmul(rows, torch.matmul(maps, cols.T)).chunk(5, dim=1)
+    vx, vy, cxy = xx - mx * mx, yy - my * my, xy - mx * my
     return ((2 * mx * my + SSIM_C1) * (2 * cxy + SSIM_C2)) / ((mx * mx + my * my + SSIM_C1) * (vx + vy + SSIM_C2))
+
+
+def gaussian_blur_matrix(n: int, like: Tensor) -> Tensor:
+    """(n, n) matrix B with B @ v = v blurred by the SSIM window, reflect-padded at both ends."""
+    if n <= SSIM_RADIUS:
+        raise FaceVAEError(f"SSIM needs images larger than {SSIM_RADIUS} px on each side, got {n}")
+    offsets = torch.arange(-SSIM_RADIUS, SSIM_RADIUS + 1, device=like.device)
+    weights = torch.exp(-(offsets.double() ** 2) / (2 * SSIM_SIGMA**2))
+    weights = weights / weights.sum()
+    rows = torch.arange(n, device=like.device)[:, None].expand(-1, len(offsets))
+    cols = (rows + offsets).abs()
+    cols = torch.where(cols > n - 1, 2 * (n - 1) - cols, cols)
+    matrix = torch.zeros(n, n, dtype=torch.float64, device=like.device)
+    matrix.index_put_((rows, cols), weights.expand(n, -1), accumulate=True)
+    return matrix.to(like.dtype)
 
 
 def build_model(cfg: ModelConfig) -> VAE:
