@@ -17,6 +17,7 @@ from facevae.train import (
     Augmenter,
     build_optimizer,
     build_training_model,
+    epoch_lr,
     epoch_order,
     load_checkpoint,
     resolve_device,
@@ -89,6 +90,41 @@ def test_resume_inside_the_decoder_phase_gives_identical_weights(faces_h5, tmp_p
     resumed = run_training(
         faces_h5, "a", params(epochs=2, decoder_epochs=2), tmp_path / "killed", resume=True, progress=False
     )
+    a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "images_per_s"} for r in rows]  # noqa: E731
+    assert strip(straight.history) == strip(resumed.history)
+
+
+def test_lr_decay_anneals_the_last_share_of_the_epochs_to_lr_final():
+    cfg = params(epochs=10, lr=1e-3, lr_decay=0.3, lr_final=0.1).train
+    lrs = [epoch_lr(cfg, e) for e in range(10)]
+    assert lrs[:7] == [1e-3] * 7
+    assert lrs[6] > lrs[7] > lrs[8] > lrs[9] and lrs[9] == pytest.approx(1e-4)
+    assert lrs[8] == pytest.approx(1e-4 + 0.9e-3 * 0.25)  # cos(2 pi / 3): a quarter of the way from the floor
+    constant = params(epochs=10, lr=1e-3).train
+    assert [epoch_lr(constant, e) for e in range(10)] == [1e-3] * 10
+    with pytest.raises(FaceVAEError, match="train.lr_decay"):
+        params(lr_decay=1.5)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_inside_the_lr_decay_gives_identical_weights(faces_h5, tmp_path):
+    cfg = params(epochs=4, lr_decay=0.5, lr_final=0.1)
+    straight = run_training(faces_h5, "a", cfg, tmp_path / "straight", progress=False)
+    assert [row["lr"] for row in straight.history] == pytest.approx([2e-3, 2e-3, 2e-3 * 0.55, 2e-4])
+
+    def kill_after_third(report):
+        if report.epoch == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_training(faces_h5, "a", cfg, tmp_path / "killed", progress=False, on_epoch=kill_after_third)
+    resumed = run_training(faces_h5, "a", cfg, tmp_path / "killed", resume=True, progress=False)
     a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)

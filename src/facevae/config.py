@@ -142,6 +142,10 @@ class TrainConfig(Section):
     epochs: int = Field(100, ge=1)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(2e-3, gt=0)
+    # The last `lr_decay` share of `epochs` anneals the learning rate (half a cosine) down to
+    # lr * lr_final at the last epoch; 0 keeps it constant. A share, so sweep trials scale it.
+    lr_decay: float = Field(0.0, ge=0.0, le=1.0)
+    lr_final: float = Field(0.05, gt=0.0, le=1.0)
     adam_eps: float = Field(1e-8, gt=0)
     seed: int = 0
     device: str = "auto"

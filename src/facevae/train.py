@@ -157,6 +157,8 @@ def run_training(
             decoder_only = epoch >= tcfg.epochs
             if decoder_only:
                 enter_decoder_phase(model, optimizer, tcfg.decoder_lr, first_epoch=epoch == tcfg.epochs)
+            else:
+                set_lr(optimizer, epoch_lr(tcfg, epoch))
             order = epoch_order(len(train_images), epoch, tcfg.seed, rank, world)
             augment.start_epoch(derived_seed(tcfg.seed, epoch, rank))
             train_stats = train_epoch(
@@ -380,14 +382,30 @@ def build_optimizer(model: VAE, cfg: TrainConfig, device: torch.device) -> torch
     )
 
 
+def epoch_lr(cfg: TrainConfig, epoch: int) -> float:
+    """The learning rate of VAE epoch `epoch` (0-based): `lr`, then over the last `lr_decay` share
+    of `epochs` half a cosine down to lr * lr_final, reached at the last epoch. A pure function of
+    the epoch, so a resume needs no scheduler state."""
+    decay_epochs = round(cfg.lr_decay * cfg.epochs)
+    start = cfg.epochs - decay_epochs
+    if decay_epochs == 0 or epoch < start:
+        return cfg.lr
+    progress = min((epoch - start + 1) / decay_epochs, 1.0)
+    return cfg.lr * (cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
 def enter_decoder_phase(model: VAE, optimizer: torch.optim.Optimizer, lr: float, first_epoch: bool) -> None:
     """From here on only the decoder learns (train.decoder_epochs): the encoder's weights get no
     gradients, so Adam leaves them alone, and its batch-norm statistics stay frozen too. The phase
     starts from fresh Adam moments, as a new optimizer over the decoder would."""
     for param in model.encoder.parameters():
         param.requires_grad_(False)
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+    set_lr(optimizer, lr)
     if first_epoch:
         optimizer.state.clear()
 
