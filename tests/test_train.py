@@ -35,6 +35,16 @@ def params(**train):
     return validate_params({"train": {"batch_size": 16, **train}, "mlflow": {"enabled": False}})
 
 
+def assert_same_run(dir_a, result_a, dir_b, result_b):
+    """Bit-identical weights and the same history (timings aside) in two training outputs."""
+    a = torch.load(dir_a / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(dir_b / "model.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "images_per_s"} for r in rows]  # noqa: E731
+    assert strip(result_a.history) == strip(result_b.history)
+
+
 def test_training_writes_model_metrics_and_history(faces_h5, tmp_path):
     out = tmp_path / "models" / "astro"
     result = run_training(faces_h5, "astro", params(epochs=2), out, progress=False)
@@ -59,12 +69,7 @@ def test_resume_gives_identical_weights(faces_h5, tmp_path):
     resumed = run_training(
         faces_h5, "a", params(epochs=3, augment=augment), tmp_path / "killed", resume=True, progress=False
     )
-    a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)["state_dict"]
-    b = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)["state_dict"]
-    assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "images_per_s"} for r in rows]  # noqa: E731
-    assert strip(straight.history) == strip(resumed.history)
+    assert_same_run(tmp_path / "straight", straight, tmp_path / "killed", resumed)
 
 
 def test_decoder_phase_trains_the_decoder_alone_on_the_means(faces_h5, tmp_path):
@@ -90,11 +95,7 @@ def test_resume_inside_the_decoder_phase_gives_identical_weights(faces_h5, tmp_p
     resumed = run_training(
         faces_h5, "a", params(epochs=2, decoder_epochs=2), tmp_path / "killed", resume=True, progress=False
     )
-    a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)["state_dict"]
-    b = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)["state_dict"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "images_per_s"} for r in rows]  # noqa: E731
-    assert strip(straight.history) == strip(resumed.history)
+    assert_same_run(tmp_path / "straight", straight, tmp_path / "killed", resumed)
 
 
 def test_lr_decay_anneals_the_last_share_of_the_epochs_to_lr_final():
@@ -125,11 +126,7 @@ def test_resume_inside_the_lr_decay_gives_identical_weights(faces_h5, tmp_path):
     with pytest.raises(Killed):
         run_training(faces_h5, "a", cfg, tmp_path / "killed", progress=False, on_epoch=kill_after_third)
     resumed = run_training(faces_h5, "a", cfg, tmp_path / "killed", resume=True, progress=False)
-    a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)["state_dict"]
-    b = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)["state_dict"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "images_per_s"} for r in rows]  # noqa: E731
-    assert strip(straight.history) == strip(resumed.history)
+    assert_same_run(tmp_path / "straight", straight, tmp_path / "killed", resumed)
 
 
 def test_resume_refuses_a_checkpoint_of_another_model(faces_h5, tmp_path):
