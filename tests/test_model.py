@@ -145,6 +145,16 @@ def test_model_file_round_trip(tmp_path):
         load_model(tmp_path / "junk.pt")
 
 
+def test_the_same_model_saves_to_the_same_bytes(tmp_path):
+    """DVC hashes model.pt: an unchanged model must not look changed because of the file's name."""
+    model = VAE(ModelConfig(latent_dim=12)).eval()
+    first = save_model(tmp_path / "model.pt", model, "astro", {"size": 64, "coverage": 2.2})
+    (tmp_path / "again").mkdir()
+    second = save_model(tmp_path / "again" / "other_name.pt", model, "astro", {"size": 64, "coverage": 2.2})
+    assert first.read_bytes() == second.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again", "model.pt"]  # no temp file left
+
+
 def test_resize_decoder_decodes_to_the_image_size_and_round_trips():
     from facevae.model import load_model, save_model
 

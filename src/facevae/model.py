@@ -341,17 +341,24 @@ def save_model(
 
     `crop` ({"size", "coverage"}) records how the training faces were cut, so a driver's face
     is aligned the same way at inference."""
-    from facevae.atomic import atomic_path
-
     state_dict = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     payload = {"format": MODEL_FORMAT, "actor": actor, "model_config": model_config_dict(model.cfg), "state_dict": state_dict}
     if crop:
         payload["crop"] = crop
     if transfer:  # facevae.transfer.TransferAssets.to_payload(): what the driving modes need
         payload["transfer"] = transfer
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    write_torch_file(payload, path)
     return Path(path)
+
+
+def write_torch_file(obj: Any, path: str | Path) -> None:
+    """torch.save through a temp file, renamed into place. The same object gives the same bytes:
+    torch names the archive inside after the file it is given a path to (here a random temp
+    name), so it is given an open file instead, and DVC sees an unchanged model as unchanged."""
+    from facevae.atomic import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def read_model_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -31,7 +31,7 @@ from facevae.atomic import atomic_path
 from facevae.config import AugmentConfig, ModelConfig, Params, TrainConfig
 from facevae.dataset import crop_geometry
 from facevae.errors import FaceVAEError
-from facevae.model import VAE, VAEOutput, build_model, flops_per_image, model_config_dict, save_model, vae_loss
+from facevae.model import VAE, VAEOutput, build_model, flops_per_image, model_config_dict, save_model, vae_loss, write_torch_file
 
 if TYPE_CHECKING:
     from facevae.tracking import RunOptions
@@ -571,8 +571,7 @@ def save_checkpoint(
         "model_config": model_config_dict(cfg),
         "rng": capture_rng(),
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    write_torch_file(state, path)
 
 
 def load_checkpoint(
