@@ -163,6 +163,23 @@ def test_snap_pulls_codes_toward_their_nearest_actor_codes():
     np.testing.assert_allclose(snap_to_codes(long, codes, 0.5, 2, chunk=7), snap_to_codes(long, codes, 0.5, 2))
 
 
+def test_snap_parts_snaps_each_code_before_the_blend(model, faces):
+    crops, landmarks = driver_clip(faces)
+    cfg = CFG.model_copy(update={"snap": 0.5, "snap_k": 2, "snap_parts": True})
+
+    def latents(mode, cfg):
+        session = DriveSession(model, cfg, mode)
+        session.start(crops, landmarks)
+        return session.latents(crops, landmarks)
+
+    codes = model.transfer.codes
+    rel, lm = (snap_to_codes(latents(mode, cfg), codes, 0.5, 2) for mode in ("relative", "landmark"))
+    expected = cfg.blend_weight * lm + (1 - cfg.blend_weight) * rel
+    np.testing.assert_allclose(latents("blend", cfg), expected, rtol=1e-5, atol=1e-5)
+    plain = latents("blend", cfg.model_copy(update={"snap_parts": False}))
+    assert np.abs(plain - expected).max() > 1e-4  # the switch changes the codes (10x the tolerance above)
+
+
 def test_reconstruct_video_drives_with_a_mode(model, tmp_path):
     clip = write_clip(tmp_path / "astro.mp4", astronaut_frames(12))
     out = tmp_path / "out.mp4"

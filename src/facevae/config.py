@@ -180,6 +180,7 @@ class TransferConfig(Section):
     smooth_beta: float = Field(0.0, ge=0.0)
     snap: float = Field(0.25, ge=0.0, le=1.0)  # pull each code this far toward the mean of its nearest actor codes
     snap_k: int = Field(8, ge=1)
+    snap_parts: bool = False  # blend: also snap the relative and the landmark code each before blending them
 
 
 class MlflowConfig(Section):

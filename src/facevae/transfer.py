@@ -17,7 +17,9 @@ expression does, so the modes here take those cues away step by step:
 
 Every mode but `seed` then pulls each code part of the way (`transfer.snap`) toward the mean of
 its `transfer.snap_k` nearest codes of the actor's own training frames (`snap_to_codes`): driven
-codes drift between and beyond her frames, where the decoder draws soft, averaged faces. Last,
+codes drift between and beyond her frames, where the decoder draws soft, averaged faces
+(`transfer.snap_parts`: in `blend`, each of the two codes is snapped before they are averaged
+as well). Last,
 it smooths the latent sequence with a one-euro style filter whose lag is bounded by
 `transfer.smooth_lag` frames (`smooth_latents`).
 
@@ -415,6 +417,8 @@ class DriveSession:
             z = a.head(geometry(landmarks, self.driver_neutral_lm))
             parts.append(a.head.bias + cfg.landmark_gain * (z - a.head.bias))
         if self.mode == "blend":
+            if cfg.snap_parts:
+                parts = [snap_to_codes(part, a.codes, cfg.snap, cfg.snap_k) for part in parts]
             return (cfg.blend_weight * parts[1] + (1 - cfg.blend_weight) * parts[0]).astype(np.float32)
         return parts[0].astype(np.float32)
 
