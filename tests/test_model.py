@@ -206,6 +206,33 @@ def test_ssim_term_adds_to_the_reconstruction_loss_and_respects_the_mask():
     assert masked < with_ssim * 0.6
 
 
+def test_gradient_difference_term_counts_lost_edges_and_respects_the_mask():
+    from facevae.model import gradient_difference
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((2, 3, 8, 9)), rng.random((2, 3, 8, 9))
+    expected = sum(
+        np.abs(np.diff(x, axis=axis) - np.diff(y, axis=axis)).reshape(2, -1).sum(1) for axis in (-1, -2)
+    )
+    ours = gradient_difference(torch.from_numpy(x), torch.from_numpy(y)).numpy()
+    np.testing.assert_allclose(ours, expected, rtol=1e-12)
+    flat = torch.full((1, 3, 8, 9), 0.5)
+    assert gradient_difference(flat, flat + 0.3).item() == pytest.approx(0.0, abs=1e-6)  # same edges, other level
+    left = torch.ones(2, 1, 8, 9)
+    left[..., 5:] = 0  # columns 5-8 out: only pairs within columns 0-4 count
+    masked = gradient_difference(torch.from_numpy(x), torch.from_numpy(y), left.double()).numpy()
+    xs, ys = x[..., :5], y[..., :5]
+    inside = sum(np.abs(np.diff(xs, axis=a) - np.diff(ys, axis=a)).reshape(2, -1).sum(1) for a in (-1, -2))
+    np.testing.assert_allclose(masked, inside, rtol=1e-12)
+
+    target = torch.rand(2, 3, 64, 64)
+    out = VAEOutput(torch.randn(2, 3, 64, 64), torch.zeros(2, 30), torch.zeros(2, 30))
+    plain = vae_loss(out, target, ModelConfig()).recon
+    with_gdl = vae_loss(out, target, ModelConfig(gdl_weight=0.5)).recon
+    term = gradient_difference(torch.sigmoid(out.logits), target).mean()
+    torch.testing.assert_close(with_gdl, plain + 0.5 * term)
+
+
 def test_ssim_map_names_the_problem_for_images_smaller_than_its_window():
     with pytest.raises(FaceVAEError, match="SSIM needs images larger than"):
         ssim_map(torch.rand(1, 3, 4, 4), torch.rand(1, 3, 4, 4))

@@ -118,6 +118,7 @@ class ModelConfig(Section):
     batch_norm: bool = True
     recon_loss: Literal["bce", "mse"] = "bce"
     ssim_weight: float = Field(0.0, ge=0.0)  # adds weight * pixels * (1 - SSIM) to the reconstruction term (0 = off)
+    gdl_weight: float = Field(0.0, ge=0.0)  # adds weight * sum |grad(x) - grad(x')| (gradient difference loss; 0 = off)
     beta: float = Field(1.0, ge=0.0)
     image_size: int = Field(64, ge=16)
 
