@@ -213,6 +213,9 @@ def test_augmenter_mirrors_about_half_reproducibly():
 
 def test_cli_train_runs_with_overrides(faces_h5, tmp_path):
     out = tmp_path / "m"
+    out.mkdir()
+    stale = {"tracking_uri": "sqlite:///elsewhere.db", "run_id": "an-earlier-run"}
+    (out / "mlflow.json").write_text(json.dumps(stale))  # evaluate must not log to that run
     result = CliRunner().invoke(
         app,
         ["train", "--data", str(faces_h5), "--actor", "astro", "--out", str(out), "--no-progress",
@@ -222,6 +225,7 @@ def test_cli_train_runs_with_overrides(faces_h5, tmp_path):
     assert "1 epochs" in result.output and (out / "model.pt").exists()
     assert json.loads((out / "config.json").read_text())["params"]["train"]["batch_size"] == 32
     assert np.isfinite(json.loads((out / "metrics.json").read_text())["train_loss"])
+    assert json.loads((out / "mlflow.json").read_text()) == {"tracking_uri": None, "run_id": None}
 
 
 def test_masked_pixels_do_not_count_in_the_loss_or_the_gradient():

@@ -95,7 +95,11 @@ def train(
     if not data.is_file():
         raise FaceVAEError("dataset not found; run `facevae build` (or `dvc repro`) first", data)
     if not params.mlflow.enabled:
-        return run_training(data, actor, params, out_dir, resume=resume, progress=progress, on_epoch=on_epoch)
+        from facevae.tracking import write_run_file
+
+        result = run_training(data, actor, params, out_dir, resume=resume, progress=progress, on_epoch=on_epoch)
+        write_run_file(out_dir, {"tracking_uri": None, "run_id": None})  # so evaluate logs to no older run
+        return result
     from facevae.tracking import RunOptions, tracked_run
 
     options = run_options or RunOptions()
