@@ -15,6 +15,7 @@ from facevae.model import (
     decoder_sizes,
     encoder_sizes,
     flops_per_image,
+    gradient_difference,
     load_model,
     SSIM_RADIUS,
     SSIM_SIGMA,
@@ -207,8 +208,6 @@ def test_ssim_term_adds_to_the_reconstruction_loss_and_respects_the_mask():
 
 
 def test_gradient_difference_term_counts_lost_edges_and_respects_the_mask():
-    from facevae.model import gradient_difference
-
     rng = np.random.default_rng(0)
     x, y = rng.random((2, 3, 8, 9)), rng.random((2, 3, 8, 9))
     expected = sum(
