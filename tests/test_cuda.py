@@ -31,8 +31,10 @@ def faces_h5(tmp_path_factory):
     return write_face_dataset(tmp_path_factory.mktemp("data") / "astro.h5", n_train=96, n_val=16)
 
 
-def params(**train):
-    return validate_params({"train": {"batch_size": 16, "device": "cuda", **train}, "mlflow": {"enabled": False}})
+def params(model=None, **train):
+    return validate_params(
+        {"model": model or {}, "train": {"batch_size": 16, "device": "cuda", **train}, "mlflow": {"enabled": False}}
+    )
 
 
 def val_faces(path) -> torch.Tensor:
@@ -79,6 +81,33 @@ def test_cuda_resume_gives_identical_weights_with_deterministic_kernels(faces_h5
     assert all(torch.equal(a[k], b[k]) for k in a)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "images_per_s"} for r in rows]  # noqa: E731
     assert strip(straight.history) == strip(resumed.history)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_cuda_adversarial_decoder_phase_leaves_the_encoder_alone_and_resumes(faces_h5, tmp_path, precision):
+    sharper = {"ssim_weight": 1.0, "gdl_weight": 0.1}
+    phase = dict(precision=precision, adversarial_weight=0.3, adversarial_warmup=1)
+    torch.use_deterministic_algorithms(True)
+    try:
+        vae_only = run_training(faces_h5, "a", params(sharper, epochs=2, **phase), tmp_path / "vae", progress=False)
+        straight = run_training(faces_h5, "a", params(sharper, epochs=2, decoder_epochs=3, **phase),
+                                tmp_path / "straight", progress=False)
+        run_training(faces_h5, "a", params(sharper, epochs=2, decoder_epochs=2, **phase), tmp_path / "killed",
+                     progress=False)
+        run_training(faces_h5, "a", params(sharper, epochs=2, decoder_epochs=3, **phase), tmp_path / "killed",
+                     resume=True, progress=False)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert all(math.isfinite(v) for row in straight.history for v in row.values())
+    assert "train_adv" in straight.history[-1] and "train_adv" not in straight.history[2]  # after the warm-up
+    weights = {name: torch.load(tmp_path / name / "model.pt", weights_only=True)["state_dict"]
+               for name in ("vae", "straight", "killed")}
+    encoder = [k for k in weights["vae"] if k.startswith("encoder.")]
+    decoder = [k for k in weights["vae"] if k.startswith("decoder.") and weights["vae"][k].is_floating_point()]
+    assert all(torch.equal(weights["vae"][k], weights["straight"][k]) for k in encoder)
+    assert not all(torch.equal(weights["vae"][k], weights["straight"][k]) for k in decoder)
+    assert all(torch.equal(weights["straight"][k], weights["killed"][k]) for k in weights["straight"])
+    assert [r["val_loss"] for r in vae_only.history] == [r["val_loss"] for r in straight.history[:2]]
 
 
 def test_colour_and_warp_augmentation_runs_with_images_on_the_gpu(faces_h5, tmp_path):

@@ -10,8 +10,11 @@ import facevae.train as train_module
 from facevae.cli import app
 from facevae.config import validate_params
 from facevae.errors import FaceVAEError
-from facevae.model import VAE, VAEOutput, load_model, vae_loss
+from facevae.model import (
+    VAE, PatchDiscriminator, VAEOutput, adaptive_adversarial_weight, hinge_discriminator_loss, load_model, vae_loss,
+)
 from facevae.train import (
+    ADVERSARIAL_COLUMNS,
     CHECKPOINT,
     HISTORY_COLUMNS,
     Augmenter,
@@ -98,6 +101,51 @@ def test_resume_inside_the_decoder_phase_gives_identical_weights(faces_h5, tmp_p
     assert_same_run(tmp_path / "straight", straight, tmp_path / "killed", resumed)
 
 
+ADVERSARIAL = dict(epochs=2, decoder_epochs=3, adversarial_weight=0.3, adversarial_warmup=1)
+
+
+def test_adversarial_decoder_phase_trains_a_discriminator_and_leaves_the_encoder_alone(faces_h5, tmp_path):
+    plain = run_training(faces_h5, "a", params(epochs=2, decoder_epochs=3), tmp_path / "plain", progress=False)
+    adversarial = run_training(faces_h5, "a", params(**ADVERSARIAL), tmp_path / "adv", progress=False)
+    a = torch.load(tmp_path / "plain" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "adv" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("encoder."))
+    last_conv = [k for k in a if k.startswith("decoder.") and k.endswith(".weight")][-1]
+    assert not torch.equal(a[last_conv], b[last_conv])
+    assert adversarial.history[:2] == [dict(r, images_per_s=q["images_per_s"]) for r, q in zip(plain.history[:2], adversarial.history)]
+    # epoch 3 is the warm-up: the discriminator learns, the decoder sees only the reconstruction loss
+    # (its val loss moves anyway: decoding the mixes updates the decoder's batch-norm statistics)
+    warmup = adversarial.history[2]
+    assert (warmup["train_loss"], warmup["train_recon"]) == (plain.history[2]["train_loss"], plain.history[2]["train_recon"])
+    assert adversarial.history[3]["train_recon"] != plain.history[3]["train_recon"]
+    assert [sorted(set(r) & set(ADVERSARIAL_COLUMNS)) for r in adversarial.history] == [
+        [], [], ["train_disc"], ["train_adv", "train_disc"], ["train_adv", "train_disc"]]
+    assert all(0 < r["train_disc"] < 4 for r in adversarial.history[2:])  # hinge loss: 2 = chance
+    with open(tmp_path / "adv" / "history.csv") as f:
+        assert list(csv.DictReader(f).fieldnames) == HISTORY_COLUMNS + ADVERSARIAL_COLUMNS
+
+
+def test_resume_inside_the_adversarial_phase_gives_identical_weights(faces_h5, tmp_path):
+    straight = run_training(faces_h5, "a", params(**ADVERSARIAL), tmp_path / "straight", progress=False)
+    run_training(faces_h5, "a", params(**dict(ADVERSARIAL, decoder_epochs=2)), tmp_path / "killed", progress=False)
+    resumed = run_training(faces_h5, "a", params(**ADVERSARIAL), tmp_path / "killed", resume=True, progress=False)
+    assert_same_run(tmp_path / "straight", straight, tmp_path / "killed", resumed)
+
+
+def test_adaptive_adversarial_weight_balances_the_two_gradients_at_the_last_layer():
+    w = torch.tensor([1.0, -2.0, 0.5], requires_grad=True)
+    recon, adversarial = 3.0 * (w**2).sum(), (w**2).sum()  # gradients 6w and 2w: ratio 3
+    assert adaptive_adversarial_weight(recon, adversarial, w, 0.5).item() == pytest.approx(1.5, rel=1e-3)
+    assert not adaptive_adversarial_weight(recon, adversarial, w, 0.5).requires_grad
+
+
+def test_hinge_loss_and_patch_discriminator_shapes():
+    assert hinge_discriminator_loss(torch.full((2, 1, 8, 8), 2.0), torch.full((2, 1, 8, 8), -3.0)).item() == 0.0
+    assert hinge_discriminator_loss(torch.zeros(2, 1), torch.zeros(2, 1)).item() == 2.0
+    assert hinge_discriminator_loss(torch.tensor([0.5]), torch.tensor([0.25])).item() == pytest.approx(0.5 + 1.25)
+    assert PatchDiscriminator()(torch.rand(2, 3, 64, 64)).shape == (2, 1, 8, 8)
+
+
 def test_lr_decay_anneals_the_last_share_of_the_epochs_to_lr_final():
     cfg = params(epochs=10, lr=1e-3, lr_decay=0.3, lr_final=0.1).train
     lrs = [epoch_lr(cfg, e) for e in range(10)]
@@ -157,6 +205,14 @@ def test_nan_loss_stops_naming_epoch_and_batch_and_keeps_last_good_checkpoint(fa
     epoch, history = load_checkpoint(tmp_path / CHECKPOINT, model, optimizer, torch.amp.GradScaler("cpu", enabled=False), cfg)
     assert epoch == 1 and len(history) == 1
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_non_finite_adversarial_term_stops_training_too(faces_h5, tmp_path, monkeypatch):
+    nan_weight = lambda *args: torch.tensor(float("nan"))  # noqa: E731
+    monkeypatch.setattr(train_module, "adaptive_adversarial_weight", nan_weight)
+    with pytest.raises(FaceVAEError, match=r"loss with the adversarial term became nan .*epoch 4, batch 1"):
+        run_training(faces_h5, "a", params(**ADVERSARIAL), tmp_path, progress=False)  # epoch 3 is the warm-up
+    assert torch.load(tmp_path / CHECKPOINT, weights_only=True)["epoch"] == 3
 
 
 def test_diverging_learning_rate_is_a_clear_error(faces_h5, tmp_path):
@@ -219,10 +275,13 @@ def test_cli_train_runs_with_overrides(faces_h5, tmp_path):
     result = CliRunner().invoke(
         app,
         ["train", "--data", str(faces_h5), "--actor", "astro", "--out", str(out), "--no-progress",
-         "--set", "train.epochs=1", "--set", "mlflow.enabled=false", "--set", "train.batch_size=32"],
+         "--set", "train.epochs=1", "--set", "mlflow.enabled=false", "--set", "train.batch_size=32",
+         "--set", "train.decoder_epochs=3"],  # params.yaml's adversarial phase: 2 warm-up epochs, then 1
     )
     assert result.exit_code == 0, result.output
-    assert "1 epochs" in result.output and (out / "model.pt").exists()
+    assert ": 4 epochs" in result.output and (out / "model.pt").exists()
+    with open(out / "history.csv") as f:
+        assert [bool(row["train_adv"]) for row in csv.DictReader(f)] == [False, False, False, True]
     assert json.loads((out / "config.json").read_text())["params"]["train"]["batch_size"] == 32
     assert np.isfinite(json.loads((out / "metrics.json").read_text())["train_loss"])
     assert json.loads((out / "mlflow.json").read_text()) == {"tracking_uri": None, "run_id": None}

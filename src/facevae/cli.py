@@ -189,6 +189,8 @@ def train_cmd(
 
     Writes into OUT: model.pt (weights + model config), config.json, metrics.json, history.csv (per-epoch losses, for `dvc plots`), checkpoint.pt (every epoch) and mlflow.json (run and model URIs).
 
+    After train.epochs VAE epochs, train.decoder_epochs more train the decoder alone on the latent means, against a PatchGAN discriminator when train.adversarial_weight > 0 (its losses: train_disc, train_adv). --set train.decoder_epochs=0 trains the plain VAE.
+
     With mlflow.enabled the run is logged to mlflow.tracking_uri (MLFLOW_TRACKING_URI wins), with face grids every train.log_images_every epochs, and a new version of model facevae-ACTOR is registered (its first version gets alias @champion).
 
     Example: facevae train --data data/hdf5/pexels.h5 --actor pexels --set train.epochs=20

@@ -159,6 +159,15 @@ class TrainConfig(Section):
     # sharper while the latent space (and everything fitted on it) stays as the VAE left it.
     decoder_epochs: int = Field(0, ge=0)
     decoder_lr: float = Field(1e-3, gt=0)
+    # The decoder phase can add an adversarial term: a PatchGAN discriminator learns to tell the
+    # actor's frames from decoded ones, and the decoder learns to fool it (weight: a factor on the
+    # VQGAN adaptive weight; 0 = off). `adversarial_mix` also shows it decodes of random mixes of two
+    # frames' codes (ACAI), the in-between codes that driving produces. The first
+    # `adversarial_warmup` phase epochs train the discriminator alone. No effect without the phase.
+    adversarial_weight: float = Field(0.0, ge=0.0)
+    adversarial_mix: bool = True
+    adversarial_warmup: int = Field(2, ge=0)
+    discriminator_lr: float = Field(2e-4, gt=0)
 
 
 class TransferConfig(Section):

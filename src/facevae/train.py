@@ -4,7 +4,8 @@ The whole uint8 split lives in memory (on the training device) and batches are c
 shuffled indices: no DataLoader, no per-sample Python. Augmentation is per batch (mirror as a
 tensor flip; albumentations only when colour/affine jitter is on). Every epoch ends with a
 validation pass and an atomic checkpoint; `resume=True` continues bit-identically. With
-`train.decoder_epochs`, the last epochs train only the decoder, on z = mu (see TrainConfig).
+`train.decoder_epochs`, the last epochs train only the decoder, on z = mu, optionally against a
+discriminator (`train.adversarial_weight`; see TrainConfig).
 
 Randomness that decides *which* samples and *which* flips an epoch gets is derived from
 (seed, epoch, rank), like DistributedSampler, so nothing but the global torch RNG (the VAE's
@@ -31,7 +32,10 @@ from facevae.atomic import atomic_path
 from facevae.config import AugmentConfig, ModelConfig, Params, TrainConfig
 from facevae.dataset import crop_geometry
 from facevae.errors import FaceVAEError
-from facevae.model import VAE, VAEOutput, build_model, flops_per_image, model_config_dict, save_model, vae_loss, write_torch_file
+from facevae.model import (
+    VAE, VAEOutput, PatchDiscriminator, adaptive_adversarial_weight, build_model, flops_per_image, hinge_discriminator_loss,
+    last_decoder_weight, model_config_dict, save_model, vae_loss, write_torch_file,
+)
 
 if TYPE_CHECKING:
     from facevae.tracking import RunOptions
@@ -42,6 +46,8 @@ HISTORY_COLUMNS = [
     "epoch", "train_loss", "val_loss", "train_recon", "train_kl",
     "val_recon", "val_kl", "lr", "images_per_s",
 ]
+ADVERSARIAL_COLUMNS = ["train_disc", "train_adv"]  # only in epochs with a discriminator (blank before)
+DISCRIMINATOR_SEED = 7  # its initial weights come from (train.seed, this), not from the global RNG
 CHECKPOINT_FORMAT = 1
 CUDA_SYNC_EVERY = 10  # batches between host syncs on CUDA (NaN check, progress); every batch on CPU
 
@@ -147,10 +153,11 @@ def run_training(
     model = build_training_model(mcfg, device)
     optimizer = build_optimizer(model, tcfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    adversary = Adversary(tcfg, device, amp_dtype) if tcfg.decoder_epochs and tcfg.adversarial_weight > 0 else None
     checkpoint = out_dir / CHECKPOINT
     start_epoch, history = 0, []
     if resume and checkpoint.exists():
-        start_epoch, history = load_checkpoint(checkpoint, model, optimizer, scaler, mcfg)
+        start_epoch, history = load_checkpoint(checkpoint, model, optimizer, scaler, mcfg, adversary)
 
     augment = Augmenter(tcfg.augment)
     total_epochs = tcfg.epochs + tcfg.decoder_epochs
@@ -167,12 +174,12 @@ def run_training(
             augment.start_epoch(derived_seed(tcfg.seed, epoch, rank))
             train_stats = train_epoch(
                 model, optimizer, scaler, train_images, order, tcfg.batch_size, augment, mcfg, amp_dtype,
-                epoch, bar, train_masks, decoder_only,
+                epoch, bar, train_masks, decoder_only, adversary if decoder_only else None,
             )
             val_stats = evaluate(model, val_images, tcfg.batch_size, mcfg, amp_dtype, val_masks)
             row = history_row(epoch + 1, train_stats, val_stats, optimizer)
             history.append(row)
-            save_checkpoint(checkpoint, model, optimizer, scaler, epoch + 1, history, mcfg)
+            save_checkpoint(checkpoint, model, optimizer, scaler, epoch + 1, history, mcfg, adversary)
             if bar is not None:
                 bar.set_postfix(epoch=epoch + 1, loss=f"{row['train_loss']:.1f}", val=f"{row['val_loss']:.1f}")
             if on_epoch is not None:
@@ -257,6 +264,10 @@ def load_split_masks(path: Path, split: str, device: torch.device) -> Tensor | N
     if masks is None or masks.all():
         return None
     return torch.from_numpy(np.ascontiguousarray(masks))[:, None].to(device)
+
+
+def autocast(device: torch.device, amp_dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
 
 
 def to_float(batch: Tensor) -> Tensor:
@@ -435,10 +446,12 @@ class LossMeter:
         self.sync_every = 1 if device.type == "cpu" else CUDA_SYNC_EVERY
         self.epoch, self.images, self.last_loss = epoch, 0, float("nan")
 
-    def add(self, batch_index: int, terms: Tensor, n: int) -> None:
+    def add(self, batch_index: int, terms: Tensor, n: int, objective: Tensor | None = None) -> None:
+        """`terms` = (total, recon, kl); `objective`, what the step minimised when more than the
+        total (the adversarial phase), is only checked for being finite."""
         self.sums += terms * n
         self.images += n
-        self.pending.append((batch_index, terms))
+        self.pending.append((batch_index, torch.cat([terms, (terms[0] if objective is None else objective).reshape(1)])))
 
     def due(self) -> bool:
         return len(self.pending) >= self.sync_every
@@ -448,10 +461,11 @@ class LossMeter:
         if not self.pending:
             return
         values = torch.stack([t for _, t in self.pending]).cpu()
-        for (batch_index, _), (total, recon, kl) in zip(self.pending, values.tolist()):
-            if not math.isfinite(total):
+        for (batch_index, _), (total, recon, kl, objective) in zip(self.pending, values.tolist()):
+            if not (math.isfinite(total) and math.isfinite(objective)):
+                what, value = ("loss", total) if not math.isfinite(total) else ("loss with the adversarial term", objective)
                 raise NonFiniteLoss(
-                    f"loss became {total} (recon {recon}, kl {kl}) at epoch {self.epoch + 1}, batch {batch_index + 1}"
+                    f"{what} became {value} (recon {recon}, kl {kl}) at epoch {self.epoch + 1}, batch {batch_index + 1}"
                 )
             self.last_loss = total
         self.pending.clear()
@@ -476,26 +490,33 @@ def train_epoch(
     bar=None,
     masks: Tensor | None = None,
     decoder_only: bool = False,
+    adversary: "Adversary | None" = None,
 ) -> dict[str, float]:
     model.train()
     if decoder_only:
         model.encoder.eval()
     device = images.device
     meter = LossMeter(device, epoch)
+    adversarial_sums = torch.zeros(2, device=device)
     shown = 0  # images of this epoch already on the progress bar
     started = time.perf_counter()
     for batch_index, start in enumerate(range(0, len(order), batch_size)):
         index = order[start : start + batch_size].to(device)
         batch, weight = augment.pair(images[index], None if masks is None else masks[index])
         x = to_float(batch)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        with autocast(device, amp_dtype):
             out = decode_means(model, x) if decoder_only else model(x)
         loss = vae_loss(out, x, cfg, weight)
+        total = loss.total
+        if adversary is not None:
+            term, disc_loss, adv_loss = adversary.decoder_term(model, out, x, loss.recon, epoch)
+            total = total + term
+            adversarial_sums += torch.stack([disc_loss, adv_loss]) * len(index)
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss.total).backward()
+        scaler.scale(total).backward()
         scaler.step(optimizer)
         scaler.update()
-        meter.add(batch_index, torch.stack([loss.total, loss.recon, loss.kl]).detach(), len(index))
+        meter.add(batch_index, torch.stack([loss.total, loss.recon, loss.kl]).detach(), len(index), total.detach())
         if meter.due():
             meter.sync()
             if bar is not None:
@@ -504,6 +525,11 @@ def train_epoch(
                 bar.set_postfix(epoch=epoch + 1, loss=f"{meter.last_loss:.1f}", refresh=False)
     stats = meter.means()
     stats["images_per_s"] = meter.images / (time.perf_counter() - started)
+    if adversary is not None:
+        disc, adv = (adversarial_sums / max(meter.images, 1)).tolist()
+        stats["disc"] = disc
+        if adversary.active(epoch):
+            stats["adv"] = adv
     if bar is not None:
         bar.update(meter.images - shown)
     return stats
@@ -514,6 +540,67 @@ def decode_means(model: VAE, x: Tensor) -> VAEOutput:
     with torch.no_grad():
         mu, logvar = model.encoder(x)
     return VAEOutput(model.decoder(mu), mu, logvar)
+
+
+class Adversary:
+    """The decoder phase's adversarial term (train.adversarial_weight): a PatchGAN discriminator
+    with its own optimizer, stepped on every decoder batch just before the decoder's own step."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, amp_dtype: torch.dtype | None):
+        with torch.random.fork_rng(devices=[]):  # same initial weights whether or not a run resumed
+            torch.manual_seed(derived_seed(cfg.seed, DISCRIMINATOR_SEED))
+            self.net = PatchDiscriminator().to(device)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.discriminator_lr, betas=(0.5, 0.9))
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        self.device, self.amp_dtype = device, amp_dtype
+        self.factor, self.mix = cfg.adversarial_weight, cfg.adversarial_mix
+        self.first_active_epoch = cfg.epochs + cfg.adversarial_warmup
+
+    def active(self, epoch: int) -> bool:
+        """Whether the decoder feels the term in this (0-based) epoch; before, only the discriminator learns."""
+        return epoch >= self.first_active_epoch
+
+    def decoder_term(self, model: VAE, out: VAEOutput, real: Tensor, recon: Tensor, epoch: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Steps the discriminator once, then returns (the decoder's adversarial loss term,
+        discriminator loss, generator loss) for this batch; the term is 0 during the warm-up."""
+        fake = torch.sigmoid(out.logits.float())
+        if self.mix:
+            fake = torch.cat([fake, torch.sigmoid(self.decode_mixes(model, out.mu.float()).float())])
+        disc_loss = self.step_discriminator(real, fake.detach())
+        zero = torch.zeros((), device=real.device)
+        if not self.active(epoch):
+            return zero, disc_loss, zero
+        self.net.requires_grad_(False)  # its gradients come from its own step only
+        with autocast(self.device, self.amp_dtype):
+            adv_loss = -self.net(fake).float().mean()
+        self.net.requires_grad_(True)
+        weight = adaptive_adversarial_weight(recon, adv_loss, last_decoder_weight(model), self.factor)
+        return weight * adv_loss, disc_loss, adv_loss.detach()
+
+    def decode_mixes(self, model: VAE, mu: Tensor) -> Tensor:
+        """Decoded convex mixes of each code with another of the batch (random weights in [0, 1])."""
+        alpha = torch.rand(len(mu), 1, device=mu.device)
+        partner = mu[torch.randperm(len(mu), device=mu.device)]
+        with autocast(self.device, self.amp_dtype):
+            return model.decoder(alpha * mu + (1 - alpha) * partner)
+
+    def step_discriminator(self, real: Tensor, fake: Tensor) -> Tensor:
+        with autocast(self.device, self.amp_dtype):
+            real_logits, fake_logits = self.net(real), self.net(fake)
+        loss = hinge_discriminator_loss(real_logits, fake_logits)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.detach()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
 
 
 @torch.no_grad()
@@ -529,7 +616,7 @@ def evaluate(
     sums = torch.zeros(3, device=device)
     for start in range(0, len(images), batch_size):
         x = to_float(images[start : start + batch_size])
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        with autocast(device, amp_dtype):
             out = model(x)
         loss = vae_loss(out, x, cfg, None if masks is None else masks[start : start + batch_size])
         sums += torch.stack([loss.total, loss.recon, loss.kl]) * len(x)
@@ -550,6 +637,7 @@ def history_row(
         "val_kl": val_stats["kl"],
         "lr": optimizer.param_groups[0]["lr"],
         "images_per_s": train_stats["images_per_s"],
+        **{f"train_{k}": train_stats[k] for k in ("disc", "adv") if k in train_stats},
     }
 
 
@@ -564,6 +652,7 @@ def save_checkpoint(
     epoch: int,
     history: list[dict[str, float]],
     cfg: ModelConfig,
+    adversary: Adversary | None = None,
 ) -> None:
     state = {
         "format": CHECKPOINT_FORMAT,
@@ -575,6 +664,8 @@ def save_checkpoint(
         "model_config": model_config_dict(cfg),
         "rng": capture_rng(),
     }
+    if adversary is not None:
+        state["adversary"] = adversary.state_dict()
     write_torch_file(state, path)
 
 
@@ -584,6 +675,7 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     cfg: ModelConfig,
+    adversary: Adversary | None = None,
 ) -> tuple[int, list[dict[str, float]]]:
     """Restore everything a killed run had; returns (completed epochs, history)."""
     try:
@@ -602,6 +694,8 @@ def load_checkpoint(
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scaler.load_state_dict(state["scaler"])
+    if adversary is not None and "adversary" in state:
+        adversary.load_state_dict(state["adversary"])
     restore_rng(state["rng"])
     return state["epoch"], list(state["history"])
 
@@ -647,7 +741,8 @@ def json_number(value: float | None) -> float | None:
 
 def write_history_csv(path: Path, history: list[dict[str, float]]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
+        columns = HISTORY_COLUMNS + [c for c in ADVERSARIAL_COLUMNS if any(c in row for row in history)]
+        writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(history)
 
