@@ -547,7 +547,10 @@ class Adversary:
     with its own optimizer, stepped on every decoder batch just before the decoder's own step."""
 
     def __init__(self, cfg: TrainConfig, device: torch.device, amp_dtype: torch.dtype | None):
-        with torch.random.fork_rng(devices=[]):  # same initial weights whether or not a run resumed
+        # Same initial weights whether or not a run resumed, and the global RNG left as it was:
+        # manual_seed reseeds the CUDA generators too, so those are forked as well.
+        cuda_devices = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda_devices):
             torch.manual_seed(derived_seed(cfg.seed, DISCRIMINATOR_SEED))
             self.net = PatchDiscriminator().to(device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.discriminator_lr, betas=(0.5, 0.9))
