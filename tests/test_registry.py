@@ -30,7 +30,13 @@ def registry(tmp_path, monkeypatch):
 
 
 def evaluate(record: dict, expression_r: float, drivers: str) -> dict:
-    return log_evaluation(record, {"expression_r": expression_r}, "expression_r", False, drivers)
+    return log_evaluation(record, {"expression_r": expression_r}, [("expression_r", False)], drivers)
+
+
+def evaluate_on_target(record: dict, target_score: float, expression_r: float, drivers: str = BOTH) -> dict:
+    """The default rule: the target's share of checks passed, ties broken by expression r."""
+    headline = {"target_score": target_score, "expression_r": expression_r}
+    return log_evaluation(record, headline, [("target_score", False), ("expression_r", False)], drivers)
 
 
 def champion(client) -> str:
@@ -70,3 +76,28 @@ def test_a_champion_without_recorded_drivers_is_replaced(registry):
     decision = evaluate(new_version(), 0.5, BOTH)
     assert decision["promoted"] and not decision["comparable"] and "not recorded" in decision["reason"]
     assert champion(client) == "2"
+
+
+def test_the_target_decides_and_expression_r_breaks_a_tie(registry):
+    client, new_version = registry
+    evaluate_on_target(new_version(), 0.5, 0.70)  # version 1
+    sharper = evaluate_on_target(new_version(), 2 / 3, 0.65)  # more checks passed, lower r
+    assert sharper["promoted"] and champion(client) == "2"
+    worse = evaluate_on_target(new_version(), 0.5, 0.90)  # higher r cannot make up for a failed check
+    assert not worse["promoted"] and champion(client) == "2"
+    tie = evaluate_on_target(new_version(), 2 / 3, 0.65)  # equal on both: the champion stays
+    assert not tie["promoted"] and champion(client) == "2"
+    broken = evaluate_on_target(new_version(), 2 / 3, 0.66)
+    assert broken["promoted"] and champion(client) == "5"
+    assert broken["tiebreak"] == [{"metric": "expression_r", "candidate_value": 0.66, "previous_champion_value": 0.65}]
+
+
+def test_a_champion_measured_before_the_target_existed_is_replaced(registry):
+    client, new_version = registry
+    assert evaluate(new_version(), 0.95, BOTH)["promoted"]  # version 1: expression r alone
+    decision = evaluate_on_target(new_version(), 1 / 3, 0.60)
+    assert decision["promoted"] and not decision["comparable"]
+    assert decision["reason"] == "the champion has no eval_target_score (evaluated before that metric existed)"
+    assert champion(client) == "2"
+    nothing = evaluate_on_target(new_version(), float("nan"), 0.99)  # no clip measured: keeps the champion
+    assert not nothing["promoted"] and champion(client) == "2"

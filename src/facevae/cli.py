@@ -348,8 +348,11 @@ def evaluate_cmd(
     """Measure reconstruction and expression transfer next to nearest-neighbour and PCA baselines.
 
     Logs the numbers and the report to the model's MLflow run (models/<actor>/mlflow.json) and moves
-    the `champion` alias to this version only when evaluate.champion_metric is better, or when the
-    champion was evaluated on other driver clips (not comparable).
+    the `champion` alias to this version only when evaluate.champion_metric is better (on a tie:
+    evaluate.champion_tiebreak), or when the champion was evaluated on other driver clips or before
+    that metric existed (not comparable). The default metric is target_score: the share of the
+    target's checks (evaluate.target: r, every feature, gain, identity, sharpness, jitter) that the
+    held-out clips (evaluate.held_out) pass in transfer.mode; summary.html shows each clip's checks.
     """
     from facevae.evaluate import run_evaluation
 

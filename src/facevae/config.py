@@ -208,6 +208,30 @@ HELD_OUT_DRIVERS = (
 )
 
 
+class TargetConfig(Section):
+    """The bar one driven clip must clear (issue 7), checked per clip for the headline mode."""
+
+    expression_r: float = Field(0.85, ge=-1.0, le=1.0)  # mean r over the four expression features
+    feature_r: float = Field(0.7, ge=-1.0, le=1.0)  # and each of them
+    gain: tuple[float, float] = (0.8, 1.25)  # mean std(output) / std(driver): neither muted nor exaggerated
+    identity_pass: float = Field(0.95, ge=0.0, le=1.0)
+    sharpness: float = Field(0.5, ge=0.0)  # relative to the actor's own crops
+    jitter: float = Field(1.25, gt=0.0)  # at most this times the driver's own frame-to-frame roughness
+
+    @field_validator("gain")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= value[0] <= value[1]:
+            raise ValueError("expected [low, high] with 0 <= low <= high")
+        return value
+
+
+CHAMPION_METRICS = (
+    "target_score", "expression_r", "expression_gain", "identity_pass", "sharpness",
+    "val_neg_elbo", "val_mse", "val_ssim", "val_psnr",
+)
+
+
 class EvaluateConfig(Section):
     # driver clips per actor: another person's face, so transfer is measured on a stranger
     drivers: dict[str, list[Path]] = {
@@ -218,10 +242,9 @@ class EvaluateConfig(Section):
     held_out: list[Path] = list(HELD_OUT_DRIVERS)
     max_frames: int = Field(600, ge=0)  # each driver clip's first N frames are scored (0 = all)
     identity_frames: int = Field(40, ge=1)
-    champion_metric: Literal[
-        "expression_r", "expression_gain", "identity_pass", "sharpness",
-        "val_neg_elbo", "val_mse", "val_ssim", "val_psnr",
-    ] = "expression_r"
+    target: TargetConfig = TargetConfig()
+    champion_metric: Literal[CHAMPION_METRICS] = "target_score"  # type: ignore[valid-type]
+    champion_tiebreak: Literal[CHAMPION_METRICS] | None = "expression_r"  # type: ignore[valid-type]
 
 
 class DemoConfig(Section):

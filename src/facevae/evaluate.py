@@ -36,7 +36,7 @@ from facevae.metrics import (
     laplacian_sharpness,
     reconstruction_metrics,
 )
-from facevae.config import TransferConfig
+from facevae.config import TargetConfig, TransferConfig
 from facevae.model import VAE, vae_loss
 from facevae.occlusion import occluded_frames
 from facevae.transfer import MODES as TRANSFER_MODES
@@ -203,6 +203,44 @@ def baselines(train_images: np.ndarray, latent_dim: int) -> dict[str, Translator
     return {"nearest_neighbour": NearestNeighbour(train_images), "pca": PCABaseline(train_images, latent_dim)}
 
 
+TARGET_CHECKS = ("expression_r", "every_feature", "gain", "identity", "sharpness", "jitter")
+
+
+def target_checks(scores: dict[str, float], target: TargetConfig) -> dict[str, bool]:
+    """Which parts of the target (evaluate.target) one clip's scores clear; a NaN clears nothing."""
+    def at_least(value, bar):
+        return bool(np.isfinite(value) and value >= bar)
+
+    features = [scores.get(f"r_{n}", float("nan")) for n in EXPRESSION_FEATURES]
+    gain_value = scores.get("expression_gain", float("nan"))
+    return {
+        "expression_r": at_least(scores.get("expression_r", float("nan")), target.expression_r),
+        "every_feature": all(at_least(r, target.feature_r) for r in features),
+        "gain": bool(np.isfinite(gain_value) and target.gain[0] <= gain_value <= target.gain[1]),
+        "identity": at_least(scores.get("identity_pass", float("nan")), target.identity_pass),
+        "sharpness": at_least(scores.get("sharpness", float("nan")), target.sharpness),
+        "jitter": bool(np.isfinite(scores.get("jitter", float("nan"))) and scores["jitter"] <= target.jitter),
+    }
+
+
+def target_report(transfer: dict[str, dict[str, dict]], mode: str, target: TargetConfig,
+                  held_out: set[str]) -> dict:
+    """The target checks of `mode` on every clip, and two summaries over the held-out clips (all
+    clips when none is held out): `target_score`, the share of checks passed, and
+    `clips_meeting_target`, how many clips clear every check."""
+    clips = {name: target_checks(by_mode[mode], target) for name, by_mode in transfer.items() if mode in by_mode}
+    counted = [name for name in clips if name in held_out] or list(clips)
+    passed = [sum(clips[name].values()) for name in counted]
+    return {
+        "mode": mode,
+        "bar": target.model_dump(mode="json"),
+        "counted": counted,
+        "clips": {name: {**checks, "passed": sum(checks.values()), "of": len(checks)} for name, checks in clips.items()},
+        "target_score": float(sum(passed) / (len(TARGET_CHECKS) * len(counted))) if counted else float("nan"),
+        "clips_meeting_target": sum(p == len(TARGET_CHECKS) for p in passed),
+    }
+
+
 def copy_driver(crops: np.ndarray) -> np.ndarray:
     """The `ceiling` row's translator: the driver's own crops, a perfect transfer of expression."""
     return crops
@@ -238,12 +276,16 @@ class Evaluation:
         return [m for m in self.modes if m != CEILING]
 
     def headline(self) -> dict[str, float]:
-        """Flat numbers for MLflow and the champion decision: the VAE's val reconstruction and the
-        mean transfer scores of the driving mode in use (transfer.mode)."""
+        """Flat numbers for MLflow and the champion decision: the VAE's val reconstruction, the
+        mean transfer scores of the driving mode in use (transfer.mode) and the target's summaries."""
         flat = {f"val_{k}": v for k, v in self.metrics["reconstruction"]["vae"].items()}
         if self.transfers:
             for key in ("expression_r", "expression_gain", "identity_pass", "sharpness", "jitter"):
                 flat[key] = float(np.nanmean([t[self.mode].scores[key] for t in self.transfers.values()]))
+        target = self.metrics.get("target")
+        if target:
+            flat["target_score"] = target["target_score"]
+            flat["clips_meeting_target"] = float(target["clips_meeting_target"])
         return flat
 
 
@@ -256,9 +298,12 @@ def evaluate_model(
     identity_threshold: float = 0.6,
     transfer_cfg: TransferConfig | None = None,
     train_landmarks: np.ndarray | None = None,
+    target: TargetConfig | None = None,
+    held_out: set[str] | frozenset[str] = frozenset(),
 ) -> Evaluation:
     """Val reconstruction (VAE, baselines) and, on every clip, each driving mode the model can run
-    (facevae.transfer) beside the baselines."""
+    (facevae.transfer) beside the baselines; the headline mode's clips checked against `target`
+    (`held_out`: the clip names its summaries count)."""
     transfer_cfg = transfer_cfg or TransferConfig()
     recon = {}
     recon["vae"], kl_dims = vae_reconstruction(actor.vae, val_images)
@@ -282,6 +327,8 @@ def evaluate_model(
         "transfer": {name: {mode: r.scores for mode, r in by_mode.items()} for name, by_mode in transfers.items()},
     }
     mode = transfer_cfg.mode if transfer_cfg.mode in translators else "seed"
+    if clips:
+        metrics["target"] = target_report(metrics["transfer"], mode, target or TargetConfig(), set(held_out))
     return Evaluation(metrics, kl_dims, transfers, {c.name: c for c in clips}, mode)
 
 
@@ -322,10 +369,11 @@ def run_evaluation(model_dir: Path, data: Path, drivers: list[Path], params, out
     cfg = params.evaluate
     clips = [load_clip(Path(p), params.extract, actor, cfg.max_frames) for p in drivers]
     evaluation = evaluate_model(actor, train_images, val_images, clips, cfg.identity_frames,
-                                params.extract.identity_threshold, params.transfer, train_landmarks)
+                                params.extract.identity_threshold, params.transfer, train_landmarks,
+                                cfg.target, {Path(p).name for p in cfg.held_out})
     run_record = read_run_file(model_dir)
-    decision = log_evaluation(run_record, evaluation.headline(), cfg.champion_metric,
-                              cfg.champion_metric in LOWER_IS_BETTER, ",".join(sorted(c.name for c in clips)))
+    ranking = [(m, m in LOWER_IS_BETTER) for m in (cfg.champion_metric, cfg.champion_tiebreak) if m]
+    decision = log_evaluation(run_record, evaluation.headline(), ranking, ",".join(sorted(c.name for c in clips)))
     files = write_reports(evaluation, actor.actor or Path(model_dir).name, Path(out_dir), decision)
     log_report_files(run_record, files)
     return {**evaluation.headline(), "champion": decision}

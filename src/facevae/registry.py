@@ -19,52 +19,79 @@ def is_better(new: float, old: float | None, lower_is_better: bool) -> bool:
     return new < old if lower_is_better else new > old
 
 
-def decide_champion(
-    client, name: str, version: str, metric: str, value: float, lower_is_better: bool, benchmark: str
-) -> dict[str, Any]:
-    """Compare `version` with the current champion on `metric` (logged as eval_<metric>) and move the alias.
+def outranks(new: list[float], old: list[float | None], lower_is_better: list[bool]) -> bool:
+    """Lexicographic: better on the first metric, or equal on it and better on the next, and so on.
+    A metric the champion lacks decides nothing after the first (the first is checked by the caller)."""
+    for value, reference, lower in zip(new, old, lower_is_better):
+        if reference is None or math.isnan(reference) or math.isnan(value):
+            return False
+        if value != reference:
+            return is_better(value, reference, lower)
+    return False
 
-    `benchmark` names the evaluation drivers; a champion evaluated on other drivers (its run's
-    EVAL_DRIVERS tag differs or is missing) is not comparable, and the candidate replaces it
-    (unless its own value is NaN).
+
+Ranking = list[tuple[str, bool]]  # (metric, lower is better): the champion metric, then its tie-breaks
+
+
+def decide_champion(client, name: str, version: str, ranking: Ranking, values: list[float], benchmark: str) -> dict[str, Any]:
+    """Compare `version` with the current champion on `ranking` (each metric logged as eval_<metric>)
+    and move the alias.
+
+    The first metric decides; on a tie the next one does (the target's share of checks passed is
+    coarse: two versions often tie on it). `benchmark` names the evaluation drivers; a champion
+    evaluated on other drivers (its run's EVAL_DRIVERS tag differs or is missing), or without the
+    first metric (logged before that metric existed), is not comparable, and the candidate replaces
+    it (unless its own value is NaN).
     """
     from mlflow.exceptions import MlflowException
 
+    metric, lower_is_better = ranking[0]
     try:
         current = str(client.get_model_version_by_alias(name, CHAMPION).version)
     except MlflowException:
         current = None
-    old_value, old_benchmark = None, benchmark
+    old_values: list[float | None] = [None] * len(ranking)
+    old_benchmark = benchmark
     if current is not None and current != version:
         champion_run = client.get_model_version(name, current).run_id
         data = client.get_run(champion_run).data if champion_run else None
-        old_value = data.metrics.get(f"eval_{metric}") if data else None
+        old_values = [data.metrics.get(f"eval_{m}") if data else None for m, _ in ranking]
         old_benchmark = data.tags.get(EVAL_DRIVERS) if data else None
-    comparable = old_benchmark == benchmark
-    reference = old_value if comparable else None  # not comparable: any measured value takes over
-    takes_over = current != version and (current is None or is_better(value, reference, lower_is_better))
+    same_drivers = old_benchmark == benchmark
+    comparable = same_drivers and (current is None or current == version or old_values[0] is not None)
+    if current is None or current == version:
+        takes_over = current is None
+    elif not comparable:
+        takes_over = not math.isnan(values[0])
+    else:
+        takes_over = outranks(values, old_values, [lower for _, lower in ranking])
     if takes_over:
         client.set_registered_model_alias(name, CHAMPION, version)
     decision = {
         "metric": metric,
         "lower_is_better": lower_is_better,
         "candidate_version": version,
-        "candidate_value": value,
+        "candidate_value": values[0],
         "champion_version": version if takes_over or current is None else current,
         "previous_champion_version": current,
-        "previous_champion_value": old_value,
+        "previous_champion_value": old_values[0],
         "promoted": takes_over,
         "comparable": comparable,
     }
-    if not comparable:
+    if len(ranking) > 1:
+        decision["tiebreak"] = [{"metric": m, "candidate_value": v, "previous_champion_value": o}
+                                for (m, _), v, o in zip(ranking[1:], values[1:], old_values[1:])]
+    if not same_drivers:
         decision["reason"] = f"the champion was evaluated on other drivers ({old_benchmark or 'not recorded'})"
+    elif not comparable:
+        decision["reason"] = f"the champion has no eval_{metric} (evaluated before that metric existed)"
     return decision
 
 
-def log_evaluation(run_record: dict[str, Any], headline: dict[str, float], champion_metric: str,
-                   lower_is_better: bool, benchmark: str) -> dict[str, Any] | None:
+def log_evaluation(run_record: dict[str, Any], headline: dict[str, float], ranking: Ranking,
+                   benchmark: str) -> dict[str, Any] | None:
     """Log the headline numbers and the benchmark (the driver file names, sorted, comma-separated)
-    to the model's MLflow run and decide the champion.
+    to the model's MLflow run and decide the champion on `ranking` (metric, then tie-breaks).
 
     Returns the decision, or None when the model has no MLflow run or registered version.
     """
@@ -78,11 +105,12 @@ def log_evaluation(run_record: dict[str, Any], headline: dict[str, float], champ
         if isinstance(value, (int, float)) and math.isfinite(value):
             client.log_metric(run_id, f"eval_{key}", float(value))
     client.set_tag(run_id, EVAL_DRIVERS, benchmark)
+    ranking = [entry for i, entry in enumerate(ranking) if entry[0] not in [m for m, _ in ranking[:i]]]
     name, version = run_record.get("registered_model"), run_record.get("version")
-    if not name or not version or champion_metric not in headline:
+    if not name or not version or not ranking or any(m not in headline for m, _ in ranking):
         return None
-    decision = decide_champion(client, name, str(version), champion_metric, headline[champion_metric],
-                               lower_is_better, benchmark)
+    decision = decide_champion(client, name, str(version), ranking, [float(headline[m]) for m, _ in ranking],
+                               benchmark)
     client.set_tag(run_id, "facevae.champion_decision", str(decision))
     return decision
 

@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from facevae.atomic import atomic_path
 from facevae.evaluate import RECON_MODES, Evaluation
-from facevae.expression import FEATURES
+from facevae.expression import EXPRESSION_FEATURES, FEATURES
 from facevae.images import make_grid, save_png, upscale
 
 STRIP_FRAMES = 8
@@ -60,6 +60,38 @@ def table_rows(evaluation: Evaluation) -> list[list[str]]:
     return rows
 
 
+TARGET_VALUES = {"expression_r": "expression_r", "every_feature": None, "gain": "expression_gain",
+                 "identity": "identity_pass", "sharpness": "sharpness", "jitter": "jitter"}
+
+
+def target_rows(evaluation: Evaluation) -> list[list[str]]:
+    """One row per clip: each target check as its value and pass / FAIL, for the headline mode."""
+    target = evaluation.metrics.get("target")
+    if not target:
+        return []
+    rows = [["target: driver", "mode", *TARGET_VALUES, "passed"]]
+    for driver, checks in target["clips"].items():
+        scores = evaluation.metrics["transfer"][driver][target["mode"]]
+        cells = []
+        for check, key in TARGET_VALUES.items():
+            value = min(scores[f"r_{n}"] for n in EXPRESSION_FEATURES) if key is None else scores.get(key)
+            cells.append(f"{fmt(value)} {'pass' if checks[check] else 'FAIL'}")
+        held = "" if driver in target["counted"] else " (not counted)"
+        rows.append([driver + held, target["mode"], *cells, f"{checks['passed']}/{checks['of']}"])
+    return rows
+
+
+def target_line(evaluation: Evaluation) -> str:
+    target = evaluation.metrics.get("target")
+    if not target:
+        return ""
+    bar = target["bar"]
+    return (f"target (evaluate.target): r >= {bar['expression_r']}, every feature >= {bar['feature_r']}, "
+            f"gain {bar['gain'][0]}-{bar['gain'][1]}, identity >= {bar['identity_pass']}, sharpness >= "
+            f"{bar['sharpness']}, jitter <= {bar['jitter']}; {target['clips_meeting_target']} of "
+            f"{len(target['counted'])} counted clips meet it all, {target['target_score']:.3f} of the checks pass")
+
+
 def strip(evaluation: Evaluation, driver: str, zoom: int = 2) -> np.ndarray:
     """Rows: driver crops, then each mode's outputs, for frames spread over the clip."""
     clip, results = evaluation.clips[driver], evaluation.transfers[driver]
@@ -78,21 +110,28 @@ def render_table(rows: list[list[str]]) -> Image.Image:
         x = 4
         header = row[1] == "mode"
         for i, cell in enumerate(row):
-            draw.text((x, 4 + j * line), cell, fill=(0, 0, 160) if header else (0, 0, 0), font=font)
+            colour = (0, 0, 160) if header else (176, 0, 0) if cell.endswith("FAIL") else (0, 0, 0)
+            draw.text((x, 4 + j * line), cell, fill=colour, font=font)
             x += widths[i]
     return image
 
 
 def summary_png(evaluation: Evaluation, actor: str, path: Path) -> Path:
-    table = render_table(table_rows(evaluation))
+    tables = [render_table(rows) for rows in (target_rows(evaluation), table_rows(evaluation)) if rows]
+    table = Image.new("RGB", (max(t.width for t in tables), sum(t.height for t in tables)), "white")
+    for i, part in enumerate(tables):
+        table.paste(part, (0, sum(t.height for t in tables[:i])))
     strips = [Image.fromarray(strip(evaluation, d)) for d in evaluation.clips]
-    width = max([table.width, *(s.width for s in strips)])
-    height = 24 + table.height + sum(s.height + 20 for s in strips)
+    header = [line for line in (f"facevae evaluation: {actor}", target_line(evaluation)) if line]
+    top = 16 * len(header) + 8
+    width = max([table.width, *(s.width for s in strips), *(len(line) * 7 + 8 for line in header)])
+    height = top + table.height + sum(s.height + 20 for s in strips)
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
-    draw.text((4, 4), f"facevae evaluation: {actor}", fill=(0, 0, 0))
-    canvas.paste(table, (0, 24))
-    y = 24 + table.height
+    for i, line in enumerate(header):
+        draw.text((4, 4 + 16 * i), line, fill=(0, 0, 0))
+    canvas.paste(table, (0, top))
+    y = top + table.height
     for driver, image in zip(evaluation.clips, strips):
         draw.text((4, y + 4), f"driver {driver}: rows = driver, {', '.join(evaluation.output_modes)}", fill=(0, 0, 0))
         canvas.paste(image, (0, y + 18))
@@ -107,9 +146,16 @@ def summary_html(evaluation: Evaluation, actor: str, png_name: str, champion: di
         tag = "th" if row[1] == "mode" else "td"
         body.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in row) + "</tr>")
     decision = f"<p>Champion: {html.escape(json.dumps(champion))}</p>" if champion else ""
+    goal = target_rows(evaluation)
+    if goal:
+        cells = lambda row, tag: "".join(
+            f"<{tag} class='{'fail' if c.endswith('FAIL') else ''}'>{html.escape(c)}</{tag}>" for c in row)
+        decision += (f"<p>{html.escape(target_line(evaluation))}</p><table>"
+                     + "".join(f"<tr>{cells(row, 'th' if i == 0 else 'td')}</tr>" for i, row in enumerate(goal))
+                     + "</table>")
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>facevae {html.escape(actor)}</title>"
-        "<style>body{font-family:sans-serif} td,th{padding:2px 8px;text-align:right} "
+        "<style>body{font-family:sans-serif} td,th{padding:2px 8px;text-align:right} .fail{color:#b00} "
         "img{image-rendering:pixelated}</style></head><body>"
         f"<h1>facevae evaluation: {html.escape(actor)}</h1>{decision}<table>{''.join(body)}</table>"
         "<p>Expression r: Pearson correlation of landmark features (driver vs output) over the clip; "
