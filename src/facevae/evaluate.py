@@ -208,18 +208,17 @@ TARGET_CHECKS = ("expression_r", "every_feature", "gain", "identity", "sharpness
 
 def target_checks(scores: dict[str, float], target: TargetConfig) -> dict[str, bool]:
     """Which parts of the target (evaluate.target) one clip's scores clear; a NaN clears nothing."""
-    def at_least(value, bar):
-        return bool(np.isfinite(value) and value >= bar)
+    def within(key: str, low: float = -np.inf, high: float = np.inf) -> bool:
+        value = scores.get(key, float("nan"))
+        return bool(np.isfinite(value) and low <= value <= high)
 
-    features = [scores.get(f"r_{n}", float("nan")) for n in EXPRESSION_FEATURES]
-    gain_value = scores.get("expression_gain", float("nan"))
     return {
-        "expression_r": at_least(scores.get("expression_r", float("nan")), target.expression_r),
-        "every_feature": all(at_least(r, target.feature_r) for r in features),
-        "gain": bool(np.isfinite(gain_value) and target.gain[0] <= gain_value <= target.gain[1]),
-        "identity": at_least(scores.get("identity_pass", float("nan")), target.identity_pass),
-        "sharpness": at_least(scores.get("sharpness", float("nan")), target.sharpness),
-        "jitter": bool(np.isfinite(scores.get("jitter", float("nan"))) and scores["jitter"] <= target.jitter),
+        "expression_r": within("expression_r", target.expression_r),
+        "every_feature": all(within(f"r_{name}", target.feature_r) for name in EXPRESSION_FEATURES),
+        "gain": within("expression_gain", *target.gain),
+        "identity": within("identity_pass", target.identity_pass),
+        "sharpness": within("sharpness", target.sharpness),
+        "jitter": within("jitter", high=target.jitter),
     }
 
 

@@ -105,7 +105,7 @@ def log_evaluation(run_record: dict[str, Any], headline: dict[str, float], ranki
         if isinstance(value, (int, float)) and math.isfinite(value):
             client.log_metric(run_id, f"eval_{key}", float(value))
     client.set_tag(run_id, EVAL_DRIVERS, benchmark)
-    ranking = [entry for i, entry in enumerate(ranking) if entry[0] not in [m for m, _ in ranking[:i]]]
+    ranking = list(dict(ranking).items())  # a tie-break equal to the metric adds nothing
     name, version = run_record.get("registered_model"), run_record.get("version")
     if not name or not version or not ranking or any(m not in headline for m, _ in ranking):
         return None
