@@ -259,6 +259,37 @@ def test_an_interrupted_trial_is_queued_again(tmp_path, faces_h5, monkeypatch):
     assert result.census.finished == 3 and result.census.complete == 3 and result.census.retried == 1
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_sigterm_inside_a_storage_commit_waits_for_the_commit(tmp_path):
+    """The signal is sent in the middle of a real Optuna write, between its INSERT and its commit (a
+    moment that once broke the session and crashed the sweep): the write lands, then
+    KeyboardInterrupt follows, and the storage still works for giving the trial up."""
+    import sqlalchemy
+
+    from facevae.sweep.interrupt import sigterm_as_interrupt
+
+    params = sweep_params(tmp_path)
+    storage = open_storage(params.sweep.storage, params.sweep)
+    study = optuna.create_study(study_name="astro", storage=storage)
+    trial = study.ask()
+
+    sent = []
+
+    def signal_myself(connection, cursor, statement, *args):
+        if statement.startswith("INSERT INTO trial_params") and not sent:
+            sent.append(statement)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handler runs here, before the commit
+
+    sqlalchemy.event.listen(storage.engine, "after_cursor_execute", signal_myself)
+    with sigterm_as_interrupt(), pytest.raises(KeyboardInterrupt, match="signal 15"):
+        trial.suggest_float("train.lr", 1e-3, 1e-2)
+    assert sent and storage.get_trial(trial._trial_id).params.keys() == {"train.lr"}
+    study.tell(trial, state=TrialState.FAIL)
+    assert storage.get_trial(trial._trial_id).state == TrialState.FAIL
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
 def test_a_full_budget_gives_the_extra_trial_back(tmp_path, faces_h5):
     params = sweep_params(tmp_path)
     run_sweep(faces_h5, "astro", params, 1)

@@ -57,18 +57,18 @@ from facevae.sweep.trial import (
 )
 from facevae.sweep.worker import (
     POLL_S, WorkerStats, claim_trial, describe_outcome, fail_stale_trials, fail_trials_without_heartbeat,
-    give_up_interrupted, has_heartbeat, heartbeat, raise_interrupt, run_worker, run_workers,
-    sigterm_as_interrupt, stop_processes, worker_process,
+    give_up_interrupted, has_heartbeat, heartbeat, run_worker, run_workers, stop_processes, worker_process,
 )
+from facevae.sweep.interrupt import critical, guard_storage, raise_interrupt, sigterm_as_interrupt
 
 __all__ = [
     "MLFLOW_STATUS", "PARENT_RUN_ATTR", "POLL_S", "REGISTERED_ATTR", "TRIAL_ERRORS", "WIDTH", "WIDTH_TARGETS",
     "Census", "Log", "Outcome", "PruningMonitor", "SweepJob", "SweepResult", "TransferProbe", "WorkerStats",
     "all_trials", "baseline_trial", "baseline_values", "best_params_document", "best_trials", "build_pruner",
     "build_sampler", "census", "check_job", "check_space", "choice_label", "choice_value", "claim_trial",
-    "close_orphan_trial_runs", "curve_limits", "default_study_name", "describe_outcome", "directions",
+    "close_orphan_trial_runs", "critical", "curve_limits", "default_study_name", "describe_outcome", "directions",
     "enqueue_baseline", "epoch_value", "existing_parent_run", "fail_stale_trials",
-    "fail_trials_without_heartbeat", "finalize", "finish_trial", "give_up_interrupted", "has_heartbeat",
+    "fail_trials_without_heartbeat", "finalize", "finish_trial", "give_up_interrupted", "guard_storage", "has_heartbeat",
     "heartbeat", "is_placeholder", "log_sweep_results", "log_sweep_setup", "log_trial_model", "make_job",
     "masked_url", "one_line", "open_storage", "open_study", "optuna_warnings_off", "parent_run",
     "place_in_budget", "plot_specs", "prune_models", "quiet", "raise_interrupt", "register_best",

@@ -14,6 +14,7 @@ from optuna.trial import FrozenTrial
 
 from facevae.config import OBJECTIVES, SweepConfig
 from facevae.errors import FaceVAEError
+from facevae.sweep.interrupt import guard_storage
 
 if TYPE_CHECKING:
     from facevae.sweep.trial import SweepJob
@@ -60,13 +61,13 @@ def open_storage(url: str, cfg: SweepConfig) -> optuna.storages.RDBStorage:
         engine_kwargs = {"connect_args": {"timeout": 60}}  # several workers write to one file
     with optuna_warnings_off():
         try:
-            return optuna.storages.RDBStorage(
+            return guard_storage(optuna.storages.RDBStorage(
                 url,
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=cfg.heartbeat_s,
                 grace_period=cfg.grace_s or 2 * cfg.heartbeat_s,
                 heartbeat_stale_trial_callback=retry_callback(cfg),
-            )
+            ))
         except Exception as exc:  # SQLAlchemy raises many kinds for a bad URL or an unreachable server
             raise FaceVAEError(f"cannot open the Optuna storage {masked_url(url)}: {exc.__class__.__name__}: "
                                f"{str(exc).splitlines()[0] if str(exc) else ''}") from None

@@ -20,6 +20,7 @@ from optuna.trial import Trial, TrialState
 from facevae.config import SweepConfig
 from facevae.errors import FaceVAEError
 from facevae.sweep.budget import all_trials, census, place_in_budget
+from facevae.sweep.interrupt import raise_interrupt
 from facevae.sweep.storage import (
     Log,
     build_sampler,
@@ -184,27 +185,6 @@ def worker_process(job: SweepJob, index: int) -> None:  # pragma: no cover - run
     except Exception:
         traceback.print_exc()
         sys.exit(1)
-
-
-def raise_interrupt(signum, frame) -> None:
-    """SIGTERM/SIGINT as KeyboardInterrupt, once: a second signal must not cut the cleanup short."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM ends the running trial as Ctrl-C does (failed, queued again), then the previous handler is back."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, raise_interrupt), signal.getsignal(signal.SIGINT)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous[0])
-        signal.signal(signal.SIGINT, previous[1])
 
 
 def run_workers(job: SweepJob, workers: int, log: Log) -> None:
