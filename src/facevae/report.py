@@ -12,8 +12,8 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from facevae.atomic import atomic_path
-from facevae.evaluate import RECON_MODES, Evaluation
-from facevae.expression import EXPRESSION_FEATURES, FEATURES
+from facevae.evaluate import RECON_MODES, TARGET_CHECKS, Evaluation, target_values
+from facevae.expression import FEATURES
 from facevae.images import make_grid, save_png, upscale
 
 STRIP_FRAMES = 8
@@ -60,22 +60,15 @@ def table_rows(evaluation: Evaluation) -> list[list[str]]:
     return rows
 
 
-TARGET_VALUES = {"expression_r": "expression_r", "every_feature": None, "gain": "expression_gain",
-                 "identity": "identity_pass", "sharpness": "sharpness", "jitter": "jitter"}
-
-
 def target_rows(evaluation: Evaluation) -> list[list[str]]:
     """One row per clip: each target check as its value and pass / FAIL, for the headline mode."""
     target = evaluation.metrics.get("target")
     if not target:
         return []
-    rows = [["target: driver", "mode", *TARGET_VALUES, "passed"]]
+    rows = [["target: driver", "mode", *TARGET_CHECKS, "passed"]]
     for driver, checks in target["clips"].items():
-        scores = evaluation.metrics["transfer"][driver][target["mode"]]
-        cells = []
-        for check, key in TARGET_VALUES.items():
-            value = min(scores[f"r_{n}"] for n in EXPRESSION_FEATURES) if key is None else scores.get(key)
-            cells.append(f"{fmt(value)} {'pass' if checks[check] else 'FAIL'}")
+        values = target_values(evaluation.metrics["transfer"][driver][target["mode"]])
+        cells = [f"{fmt(value)} {'pass' if checks[check] else 'FAIL'}" for check, value in values.items()]
         held = "" if driver in target["counted"] else " (not counted)"
         rows.append([driver + held, target["mode"], *cells, f"{checks['passed']}/{checks['of']}"])
     return rows
@@ -139,25 +132,26 @@ def summary_png(evaluation: Evaluation, actor: str, path: Path) -> Path:
     return save_png(np.asarray(canvas), path)
 
 
+def html_table(rows: list[list[str]]) -> str:
+    """Header rows (second cell "mode") as th; a cell ending in FAIL gets class 'fail'."""
+    def cell(text: str, tag: str) -> str:
+        marked = " class='fail'" if text.endswith("FAIL") else ""
+        return f"<{tag}{marked}>{html.escape(text)}</{tag}>"
+
+    body = ("<tr>" + "".join(cell(c, "th" if row[1] == "mode" else "td") for c in row) + "</tr>" for row in rows)
+    return f"<table>{''.join(body)}</table>"
+
+
 def summary_html(evaluation: Evaluation, actor: str, png_name: str, champion: dict | None) -> str:
-    rows = table_rows(evaluation)
-    body = []
-    for row in rows:
-        tag = "th" if row[1] == "mode" else "td"
-        body.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in row) + "</tr>")
     decision = f"<p>Champion: {html.escape(json.dumps(champion))}</p>" if champion else ""
     goal = target_rows(evaluation)
     if goal:
-        cells = lambda row, tag: "".join(
-            f"<{tag} class='{'fail' if c.endswith('FAIL') else ''}'>{html.escape(c)}</{tag}>" for c in row)
-        decision += (f"<p>{html.escape(target_line(evaluation))}</p><table>"
-                     + "".join(f"<tr>{cells(row, 'th' if i == 0 else 'td')}</tr>" for i, row in enumerate(goal))
-                     + "</table>")
+        decision += f"<p>{html.escape(target_line(evaluation))}</p>{html_table(goal)}"
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>facevae {html.escape(actor)}</title>"
         "<style>body{font-family:sans-serif} td,th{padding:2px 8px;text-align:right} .fail{color:#b00} "
         "img{image-rendering:pixelated}</style></head><body>"
-        f"<h1>facevae evaluation: {html.escape(actor)}</h1>{decision}<table>{''.join(body)}</table>"
+        f"<h1>facevae evaluation: {html.escape(actor)}</h1>{decision}{html_table(table_rows(evaluation))}"
         "<p>Expression r: Pearson correlation of landmark features (driver vs output) over the clip; "
         "gain: std(output)/std(driver); identity: share of outputs recognised as the actor; "
         "sharpness: relative to the actor's own crops; jitter: frame-to-frame roughness of the output's "
