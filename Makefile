@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup demo test test-fast test-gpu bench sweep clean-demo help
+.PHONY: setup demo test test-fast test-gpu bench sweep audit clean-demo help
 
 help:
 	@echo "make demo       set up .venv, fetch the sample clips, run 'dvc repro' end to end (CPU)"
@@ -15,6 +15,7 @@ help:
 	@echo "make test-gpu   the CUDA training tests (-m gpu; skipped without a GPU)"
 	@echo "make bench      run the speed benchmarks in bench/"
 	@echo "make sweep      Optuna hyperparameter sweep on the pexels sample (ACTOR=, TRIALS=, WORKERS=)"
+	@echo "make audit      expression r read by a second landmark model (MediaPipe FaceMesh, own venv; ACTOR=)"
 
 setup: $(VENV)/.setup-stamp
 
@@ -50,3 +51,20 @@ bench: setup
 	python bench/ssim.py
 	python bench/reconstruct.py
 	python bench/occlusion.py
+
+# A second opinion on the evaluation's expression r (audit/second_reader.py): MediaPipe FaceMesh
+# reads the driver's and the actor's crops, in its own environment (mediapipe 0.10.21 pins
+# numpy<2). Needs models/$(ACTOR)/model.pt (`make demo`). Scores the first 600 frames, as evaluate does.
+AUDIT_VENV ?= .venv-audit
+AUDIT_DRIVERS ?= carphone franck cap12_edit woman2
+AUDIT_DIR := reports/audit/$(ACTOR)
+audit: setup
+	test -x $(AUDIT_VENV)/bin/python || $(PYTHON) -m venv $(AUDIT_VENV)
+	$(AUDIT_VENV)/bin/python -c "import mediapipe" 2>/dev/null || $(AUDIT_VENV)/bin/python -m pip install -q "mediapipe==0.10.21"
+	mkdir -p $(AUDIT_DIR)
+	for d in $(AUDIT_DRIVERS); do \
+	  facevae reconstruct --model models/$(ACTOR)/model.pt --input data/drivers/$$d.mp4 --output $(AUDIT_DIR)/$$d.mp4 \
+	    --save-arrays $(AUDIT_DIR)/$$d.npz --no-progress || exit 1; \
+	done
+	$(AUDIT_VENV)/bin/python audit/second_reader.py $(AUDIT_DIR)/*.npz --max-frames 600 \
+	  --json $(AUDIT_DIR)/second_reader.json
