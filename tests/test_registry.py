@@ -2,7 +2,7 @@
 
 import pytest
 
-from facevae.registry import CHAMPION, EVAL_DRIVERS, log_evaluation
+from facevae.registry import CHAMPION, EVAL_DRIVERS, EVAL_TARGET, log_evaluation
 
 MODEL = "facevae-astro"
 TUNING = "single_face.mp4"
@@ -30,13 +30,15 @@ def registry(tmp_path, monkeypatch):
 
 
 def evaluate(record: dict, expression_r: float, drivers: str) -> dict:
-    return log_evaluation(record, {"expression_r": expression_r}, [("expression_r", False)], drivers)
+    return log_evaluation(record, {"expression_r": expression_r}, [("expression_r", False)], {EVAL_DRIVERS: drivers})
 
 
-def evaluate_on_target(record: dict, target_score: float, expression_r: float, drivers: str = BOTH) -> dict:
+def evaluate_on_target(record: dict, target_score: float, expression_r: float, drivers: str = BOTH,
+                       target: str = "r>=0.85") -> dict:
     """The default rule: the target's share of checks passed, ties broken by expression r."""
     headline = {"target_score": target_score, "expression_r": expression_r}
-    return log_evaluation(record, headline, [("target_score", False), ("expression_r", False)], drivers)
+    return log_evaluation(record, headline, [("target_score", False), ("expression_r", False)],
+                          {EVAL_DRIVERS: drivers, EVAL_TARGET: target})
 
 
 def champion(client) -> str:
@@ -101,3 +103,16 @@ def test_a_champion_measured_before_the_target_existed_is_replaced(registry):
     assert champion(client) == "2"
     nothing = evaluate_on_target(new_version(), float("nan"), 0.99)  # no clip measured: keeps the champion
     assert not nothing["promoted"] and champion(client) == "2"
+
+
+def test_a_champion_measured_against_another_target_is_replaced(registry):
+    client, new_version = registry
+    evaluate_on_target(new_version(), 6 / 6, 0.88, target="six checks")  # version 1
+    assert client.get_run(client.get_model_version(MODEL, "1").run_id).data.tags[EVAL_TARGET] == "six checks"
+    same = evaluate_on_target(new_version(), 6 / 7, 0.90, target="six checks")
+    assert not same["promoted"] and same["comparable"] and champion(client) == "1"
+    stricter = evaluate_on_target(new_version(), 6 / 7, 0.88, target="seven checks")  # fewer passed: of more
+    assert stricter["promoted"] and not stricter["comparable"] and champion(client) == "3"
+    assert stricter["reason"] == "the champion was measured against another target (six checks)"
+    back = evaluate_on_target(new_version(), 5 / 7, 0.95, target="seven checks")
+    assert not back["promoted"] and back["comparable"] and champion(client) == "3"

@@ -22,6 +22,7 @@ from facevae.transfer import (
     colour_stats,
     face_mask,
     fit_transfer,
+    footage_distance,
     reinhard,
     smooth_latents,
     snap_to_codes,
@@ -186,3 +187,41 @@ def test_reconstruct_video_drives_with_a_mode(model, tmp_path):
     summary = reconstruct_video(model, clip, out, ExtractConfig(), progress=False, mode="blend",
                                 transfer_cfg=CFG.model_copy(update={"neutral_window": 8}), batch=4)
     assert summary.frames == 12 and summary.with_face == 12 and out.is_file()
+    assert summary.beyond_range is not None and 0 <= summary.beyond_range <= 12
+    assert "beyond the actor's footage" in summary.describe()
+
+
+def test_footage_distance_is_the_rms_distance_to_the_k_nearest_codes():
+    codes = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0], [10.0, 10.0]])
+    np.testing.assert_allclose(footage_distance(codes[:1], codes, k=1), [0.0])
+    np.testing.assert_allclose(footage_distance(np.array([[0.0, 0.0]]), codes, k=3), [np.sqrt((0 + 9 + 16) / 3)])
+    far = footage_distance(np.array([[0.0, 0.0], [100.0, 100.0]]), codes, k=2)
+    assert far[1] > 100 > far[0]
+
+
+def test_the_range_limit_is_the_farthest_val_frame_and_flags_codes_beyond_it(model, faces):
+    crops, landmarks = faces
+    assets = model.transfer
+    val = np.arange(len(crops)) % 4 == 3
+    mu = model.encode(crops[val])
+    assert assets.info["range_k"] == CFG.snap_k
+    assert assets.info["range_limit"] == pytest.approx(footage_distance(mu, assets.codes, CFG.snap_k).max())
+    session = DriveSession(model, CFG, "blend")
+    session(crops, landmarks)
+    beyond = session.beyond_range()
+    assert beyond.shape == (len(crops),) and beyond.dtype == bool
+    # the same clip, driven past her footage: every code pushed far along its offset from the neutral
+    pushed = DriveSession(model, CFG.model_copy(update={"relative_gain": 200.0, "landmark_gain": 200.0, "snap": 0.0}), "blend")
+    pushed(crops, landmarks)
+    assert pushed.beyond_range().sum() > beyond.sum()
+    assert DriveSession(model, CFG, "seed").beyond_range() is None
+
+
+def test_a_clip_translator_keeps_the_last_clips_range_flags(model, faces):
+    crops, landmarks = faces
+    translator = ClipTranslator(model, CFG, "blend")
+    assert translator.beyond_range is None
+    translator.translate_clip(crops[:6], landmarks[:6])
+    assert translator.beyond_range.shape == (6,)
+    translator.translate_clip(crops, landmarks)
+    assert translator.beyond_range.shape == (len(crops),)

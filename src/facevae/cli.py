@@ -240,7 +240,8 @@ def reconstruct_cmd(
         ..., "--output", "-o", help="OUT.mp4 (or .mov/.mkv/.avi) for a video; a folder, or OUT.png for one photo."
     ),
     save_arrays: Optional[Path] = typer.Option(
-        None, "--save-arrays", help="Also write OUT.npz: `driver` and `output` uint8 (N,S,S,3) per frame, `found` (N,)."
+        None, "--save-arrays", help="Also write OUT.npz: `driver` and `output` uint8 (N,S,S,3) per frame, `found` (N,), and "
+        "`beyond_range` (N,): the face was driven beyond the actor's footage (models trained since it was measured)."
     ),
     upscale: int = typer.Option(
         1, "--upscale", min=1, max=16, help="Render faces K times the model's crop size (e.g. 4: 256 px for 64 px crops)."

@@ -206,6 +206,7 @@ class ReconstructSummary:
     seconds: float
     arrays: Path | None = None
     skipped: list[str] = field(default_factory=list)  # images without a face (folder input)
+    beyond_range: int | None = None  # faces driven beyond the actor's footage (None: not measured)
 
     @property
     def without_face(self) -> int:
@@ -221,9 +222,13 @@ class ReconstructSummary:
             what = f"{self.frames} image{'s' * (self.frames != 1)}"
             missing = f"{len(self.skipped)} without a face (skipped)"
             audio = ""
+        beyond = ""
+        if self.beyond_range is not None and self.with_face:
+            beyond = (f"; {self.beyond_range} of the {self.with_face} faces "
+                      f"({100 * self.beyond_range / self.with_face:.0f}%) beyond the actor's footage, drawn by extrapolation")
         return (
             f"{self.output}: {what}, {self.with_face} with a face, {missing}{audio}; "
-            f"{self.seconds:.1f} s ({rate:.1f} frames/s)"
+            f"{self.seconds:.1f} s ({rate:.1f} frames/s){beyond}"
         )
 
 
@@ -394,12 +399,18 @@ def reconstruct_video(
         batcher.flush()
         if batcher.faces == 0:
             raise FaceVAEError(f"no face found in any of its {frames} frames", video)
+        beyond = session.beyond_range()
         if arrays_tmp is not None:
-            write_npz(arrays_tmp, **batcher.arrays(), fps=np.float64(info.fps))
+            arrays = batcher.arrays()
+            if beyond is not None:
+                arrays["beyond_range"] = np.zeros(len(arrays["found"]), bool)
+                arrays["beyond_range"][arrays["found"]] = beyond
+            write_npz(arrays_tmp, **arrays, fps=np.float64(info.fps))
     return ReconstructSummary(
         input=video, output=output, frames=frames, with_face=batcher.faces, held=batcher.held,
         blank=batcher.blank, fps=info.fps, audio=audio_from is not None,
         seconds=time.perf_counter() - started, arrays=save_arrays,
+        beyond_range=int(beyond.sum()) if beyond is not None else None,
     )  # fmt: skip
 
 

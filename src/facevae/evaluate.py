@@ -176,8 +176,16 @@ def evaluate_transfer(
     scores["identity_pass"] = reader.identity_pass(outputs[pick], out_landmarks[pick], actor_centroid)
     scores["sharpness"] = float(np.median(laplacian_sharpness(outputs)) / actor_sharpness)
     scores["jitter"] = jitter(driver_features, output_features)
+    scores["in_range"] = in_range(translate)
     scores["frames"] = len(outputs)
     return TransferResult(scores, driver_features, output_features, outputs)
+
+
+def in_range(translate: Translator) -> float:
+    """Share of the last clip's driven faces whose code lies within the actor's footage (NaN when
+    the translator does not drive through the actor's latent space, or the model file is older)."""
+    beyond = getattr(translate, "beyond_range", None)
+    return float(1.0 - np.mean(beyond)) if beyond is not None and len(beyond) else float("nan")
 
 
 def jitter(driver_features: np.ndarray, output_features: np.ndarray) -> float:
@@ -203,7 +211,7 @@ def baselines(train_images: np.ndarray, latent_dim: int) -> dict[str, Translator
     return {"nearest_neighbour": NearestNeighbour(train_images), "pca": PCABaseline(train_images, latent_dim)}
 
 
-TARGET_CHECKS = ("expression_r", "every_feature", "gain", "identity", "sharpness", "jitter")
+TARGET_CHECKS = ("expression_r", "every_feature", "gain", "identity", "sharpness", "jitter", "in_range")
 
 
 def target_values(scores: dict[str, float]) -> dict[str, float]:
@@ -217,6 +225,7 @@ def target_values(scores: dict[str, float]) -> dict[str, float]:
         "identity": scores.get("identity_pass", nan),
         "sharpness": scores.get("sharpness", nan),
         "jitter": scores.get("jitter", nan),
+        "in_range": scores.get("in_range", nan),
     }
 
 
@@ -225,7 +234,7 @@ def target_checks(scores: dict[str, float], target: TargetConfig) -> dict[str, b
     bounds = {
         "expression_r": (target.expression_r, np.inf), "every_feature": (target.feature_r, np.inf),
         "gain": target.gain, "identity": (target.identity_pass, np.inf), "sharpness": (target.sharpness, np.inf),
-        "jitter": (-np.inf, target.jitter),
+        "jitter": (-np.inf, target.jitter), "in_range": (target.in_range, np.inf),
     }
     return {name: bool(np.isfinite(value) and bounds[name][0] <= value <= bounds[name][1])
             for name, value in target_values(scores).items()}
@@ -247,6 +256,22 @@ def target_report(transfer: dict[str, dict[str, dict]], mode: str, target: Targe
         "target_score": float(sum(passed) / (len(TARGET_CHECKS) * len(counted))) if counted else float("nan"),
         "clips_meeting_target": sum(p == len(TARGET_CHECKS) for p in passed),
     }
+
+
+def target_key(target: TargetConfig) -> str:
+    """The target as one line: its checks and their bar (a champion measured against another is not comparable)."""
+    bar = ",".join(f"{k}={v}" for k, v in target.model_dump(mode="json").items())
+    return f"{'+'.join(TARGET_CHECKS)}; {bar}"
+
+
+def benchmark(clips: list[DriverClip], target: TargetConfig, ranking: list[tuple[str, bool]]) -> dict[str, str]:
+    """The run tags that say what the eval_* numbers were measured on (facevae.registry)."""
+    from facevae.registry import EVAL_DRIVERS, EVAL_TARGET
+
+    tags = {EVAL_DRIVERS: ",".join(sorted(c.name for c in clips))}
+    if any(metric == "target_score" for metric, _ in ranking):
+        tags[EVAL_TARGET] = target_key(target)
+    return tags
 
 
 def copy_driver(crops: np.ndarray) -> np.ndarray:
@@ -288,8 +313,9 @@ class Evaluation:
         mean transfer scores of the driving mode in use (transfer.mode) and the target's summaries."""
         flat = {f"val_{k}": v for k, v in self.metrics["reconstruction"]["vae"].items()}
         if self.transfers:
-            for key in ("expression_r", "expression_gain", "identity_pass", "sharpness", "jitter"):
-                flat[key] = float(np.nanmean([t[self.mode].scores[key] for t in self.transfers.values()]))
+            for key in ("expression_r", "expression_gain", "identity_pass", "sharpness", "jitter", "in_range"):
+                values = [t[self.mode].scores.get(key, np.nan) for t in self.transfers.values()]
+                flat[key] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
         target = self.metrics.get("target")
         if target:
             flat["target_score"] = target["target_score"]
@@ -381,7 +407,7 @@ def run_evaluation(model_dir: Path, data: Path, drivers: list[Path], params, out
                                 cfg.target, {Path(p).name for p in cfg.held_out})
     run_record = read_run_file(model_dir)
     ranking = [(m, m in LOWER_IS_BETTER) for m in (cfg.champion_metric, cfg.champion_tiebreak) if m]
-    decision = log_evaluation(run_record, evaluation.headline(), ranking, ",".join(sorted(c.name for c in clips)))
+    decision = log_evaluation(run_record, evaluation.headline(), ranking, benchmark(clips, cfg.target, ranking))
     files = write_reports(evaluation, actor.actor or Path(model_dir).name, Path(out_dir), decision)
     log_report_files(run_record, files)
     return {**evaluation.headline(), "champion": decision}

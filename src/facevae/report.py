@@ -18,7 +18,7 @@ from facevae.images import make_grid, save_png, upscale
 
 STRIP_FRAMES = 8
 TABLE_COLUMNS = ("expression_r", "expression_gain", "r_mouth_open", "r_mouth_width", "r_eye_open",
-                 "r_brow_height", "identity_pass", "sharpness", "jitter")
+                 "r_brow_height", "identity_pass", "sharpness", "jitter", "in_range")
 RECON_COLUMNS = ("mse", "psnr", "ssim", "neg_elbo", "active_dims")
 
 
@@ -81,7 +81,8 @@ def target_line(evaluation: Evaluation) -> str:
     bar = target["bar"]
     return (f"target (evaluate.target): r >= {bar['expression_r']}, every feature >= {bar['feature_r']}, "
             f"gain {bar['gain'][0]}-{bar['gain'][1]}, identity >= {bar['identity_pass']}, sharpness >= "
-            f"{bar['sharpness']}, jitter <= {bar['jitter']}; {target['clips_meeting_target']} of "
+            f"{bar['sharpness']}, jitter <= {bar['jitter']}, in range >= {bar.get('in_range', '-')}; "
+            f"{target['clips_meeting_target']} of "
             f"{len(target['counted'])} counted clips meet it all, {target['target_score']:.3f} of the checks pass")
 
 
@@ -155,7 +156,9 @@ def summary_html(evaluation: Evaluation, actor: str, png_name: str, champion: di
         "<p>Expression r: Pearson correlation of landmark features (driver vs output) over the clip; "
         "gain: std(output)/std(driver); identity: share of outputs recognised as the actor; "
         "sharpness: relative to the actor's own crops; jitter: frame-to-frame roughness of the output's "
-        "features over the driver's (1 = as smooth as the driver). Modes: seed (decode(mu(crop))), "
+        "features over the driver's (1 = as smooth as the driver); in_range: share of driven faces whose latent "
+        "code is no farther from the actor's training codes than her own val frames are (beyond it the "
+        "decoder extrapolates: blotchy faces that landmark readers can still score well). Modes: seed (decode(mu(crop))), "
         "normalised, relative, landmark, blend (facevae.transfer); baselines: nearest_neighbour, pca; "
         "coverage: the actor's own crop with the closest expression to each driver frame (what the actor's "
         "footage holds for this driver; a diagnostic that reads the metric's features); "

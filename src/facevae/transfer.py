@@ -32,6 +32,12 @@ session over a whole clip: the evaluation report and `facevae reconstruct` see t
 What the modes need from the actor (`TransferAssets`: colour statistics, neutral frame and its
 code, the landmark head, the training frames' codes) is fitted after training (`fit_transfer`)
 and stored in model.pt. A model file from before the codes were stored drives without the snap.
+
+A session also measures how far each driven code lies from the actor's footage
+(`footage_distance`, to its `snap_k` nearest training codes, k as at training) and flags the codes farther than any
+of her own val frames (`info["range_limit"]`): `DriveSession.beyond_range`. Those are the frames
+where the decoder extrapolates (blotchy, smeared faces): a driver making a face the actor never
+made on film.
 """
 
 from __future__ import annotations
@@ -260,6 +266,11 @@ def fit_transfer(model, images: np.ndarray, landmarks: np.ndarray, val: np.ndarr
         info.update(head_alpha=head.alpha, head_val_r2=head.val_r2)
     train = ~np.asarray(val, bool)
     codes = (mu[train] if train.any() else mu).astype(np.float32)
+    if train.any() and (~train).any():
+        # her own unseen frames are the yardstick: a driven code farther from her training codes
+        # than the farthest of them is beyond her footage
+        info["range_k"] = cfg.snap_k
+        info["range_limit"] = float(footage_distance(mu[~train], codes, cfg.snap_k).max())
     return TransferAssets(lab_mean, lab_std, images[ni].copy(), landmarks[ni].astype(np.float32), mu[ni], head, info,
                           codes)
 
@@ -311,6 +322,15 @@ def snap_to_codes(z: np.ndarray, codes: np.ndarray | None, weight: float, k: int
     codes = np.asarray(codes, dtype=np.float64)
     nearest = codes[nearest_indices(z, codes, k, chunk)].mean(1)
     return ((1 - weight) * z.astype(np.float64) + weight * nearest).astype(np.float32)
+
+
+def footage_distance(z: np.ndarray, codes: np.ndarray, k: int, chunk: int = 256) -> np.ndarray:
+    """(N,) root mean square distance from each code to its k nearest actor codes: how far a driven
+    face is from anything in the actor's footage (where the decoder has seen nothing, it draws
+    blotchy, smeared faces that a landmark reader may still score well)."""
+    z, codes = np.asarray(z, dtype=np.float64), np.asarray(codes, dtype=np.float64)
+    nearest = codes[nearest_indices(z, codes, k, chunk)]
+    return np.sqrt(((nearest - z[:, None]) ** 2).sum(-1).mean(1))
 
 
 class LatentSmoother:
@@ -374,6 +394,22 @@ class DriveSession:
         self.driver_stats: tuple[np.ndarray, np.ndarray] | None = None
         self.driver_neutral_lm: np.ndarray | None = None
         self.driver_neutral_z: np.ndarray | None = None
+        self.distances: list[np.ndarray] = []  # per chunk: footage_distance of each driven code
+
+    @property
+    def range_limit(self) -> float | None:
+        """The farthest any of the actor's own val frames lies from her training codes (None for
+        the seed mode and for model files from before it was stored)."""
+        if self.mode == "seed" or self.assets is None or self.assets.codes is None:
+            return None
+        return self.assets.info.get("range_limit")
+
+    def beyond_range(self) -> np.ndarray | None:
+        """(N,) bool over every face driven so far: the code lies beyond the actor's footage."""
+        limit = self.range_limit
+        if limit is None:
+            return None
+        return np.concatenate(self.distances) > limit if self.distances else np.zeros(0, bool)
 
     @property
     def warmup(self) -> int:
@@ -431,8 +467,10 @@ class DriveSession:
         landmarks = np.asarray(landmarks, dtype=np.float64).reshape(len(crops), 68, 2)
         if not self.started:
             self.start(crops, landmarks)
-        z = snap_to_codes(self.latents(crops, landmarks), self.assets.codes, self.cfg.snap, self.cfg.snap_k)
-        return self.model.decode(self.smoother(z))
+        z = self.smoother(snap_to_codes(self.latents(crops, landmarks), self.assets.codes, self.cfg.snap, self.cfg.snap_k))
+        if self.range_limit is not None:
+            self.distances.append(footage_distance(z, self.assets.codes, int(self.assets.info["range_k"])))
+        return self.model.decode(z)
 
 
 class ClipTranslator:
@@ -440,12 +478,16 @@ class ClipTranslator:
 
     def __init__(self, model, cfg: TransferConfig, mode: str):
         self.model, self.cfg, self.mode = model, cfg, check_mode(mode)
+        self.beyond_range: np.ndarray | None = None  # of the last clip: see DriveSession.beyond_range
 
     def session(self) -> DriveSession:
         return DriveSession(self.model, self.cfg, self.mode)
 
     def translate_clip(self, crops: np.ndarray, landmarks: np.ndarray | None) -> np.ndarray:
-        return self.session()(crops, landmarks)
+        session = self.session()
+        faces = session(crops, landmarks)
+        self.beyond_range = session.beyond_range()
+        return faces
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:  # pixels only: the seed
         if self.mode != "seed":
