@@ -200,3 +200,21 @@ def test_the_report_shows_the_target_table_with_failures_marked(tmp_path):
     assert "1 of 2 counted clips meet it all" in page
     assert "<td class='fail'>-0.490 FAIL</td>" in page and "0.900 pass" in page
     assert (tmp_path / "summary.png").stat().st_size > 0
+
+
+def test_the_strips_frame_the_faces_driven_beyond_the_footage_in_red():
+    from facevae.evaluate import DriverClip, Evaluation, TransferResult
+    from facevae.report import BEYOND_COLOUR, strip
+
+    faces = np.full((8, 64, 64, 3), 128, np.uint8)
+    beyond = np.array([0, 1, 0, 0, 1, 0, 0, 0], bool)
+    features = np.zeros((8, len(FEATURES)))
+    transfers = {"clip.mp4": {"blend": TransferResult({}, features, features, faces, beyond),
+                              "seed": TransferResult({}, features, features, faces)}}
+    clips = {"clip.mp4": DriverClip("clip.mp4", faces, np.zeros((8, 68, 2)), np.arange(8))}
+    picture = strip(Evaluation({"transfer": {}}, np.zeros(4), transfers, clips, "blend"), "clip.mp4", zoom=1)
+    pad, size = 2, 64  # make_grid's padding between faces
+    top_edge = lambda row, col: tuple(picture[pad + row * (size + pad), pad + col * (size + pad) + size // 2])
+    red = [[top_edge(row, col) == BEYOND_COLOUR for col in range(8)] for row in range(3)]  # driver, seed, blend
+    assert red[2] == beyond.tolist() and not any(red[0]) and not any(red[1])
+    assert (faces == 128).all()  # the results themselves are untouched

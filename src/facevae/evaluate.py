@@ -73,6 +73,7 @@ class TransferResult:
     driver_features: np.ndarray
     output_features: np.ndarray
     outputs: np.ndarray = field(repr=False)
+    beyond_range: np.ndarray | None = field(default=None, repr=False)  # (N,) bool: driven beyond her footage
 
 
 class OutputFaceReader:
@@ -176,15 +177,16 @@ def evaluate_transfer(
     scores["identity_pass"] = reader.identity_pass(outputs[pick], out_landmarks[pick], actor_centroid)
     scores["sharpness"] = float(np.median(laplacian_sharpness(outputs)) / actor_sharpness)
     scores["jitter"] = jitter(driver_features, output_features)
-    scores["in_range"] = in_range(translate)
-    scores["frames"] = len(outputs)
-    return TransferResult(scores, driver_features, output_features, outputs)
-
-
-def in_range(translate: Translator) -> float:
-    """Share of the last clip's driven faces whose code lies within the actor's footage (NaN when
-    the translator does not drive through the actor's latent space, or the model file is older)."""
     beyond = getattr(translate, "beyond_range", None)
+    beyond = None if beyond is None else np.array(beyond, dtype=bool)  # the translator keeps only its last clip's
+    scores["in_range"] = in_range(beyond)
+    scores["frames"] = len(outputs)
+    return TransferResult(scores, driver_features, output_features, outputs, beyond)
+
+
+def in_range(beyond: np.ndarray | None) -> float:
+    """Share of a clip's driven faces whose code lies within the actor's footage (NaN when the
+    translator does not drive through the actor's latent space, or the model file is older)."""
     return float(1.0 - np.mean(beyond)) if beyond is not None and len(beyond) else float("nan")
 
 

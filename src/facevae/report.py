@@ -86,11 +86,29 @@ def target_line(evaluation: Evaluation) -> str:
             f"{len(target['counted'])} counted clips meet it all, {target['target_score']:.3f} of the checks pass")
 
 
+BEYOND_COLOUR = (220, 0, 0)
+
+
+def mark_beyond(faces: np.ndarray, beyond: np.ndarray | None, width: int = 2) -> np.ndarray:
+    """A red frame around the faces driven beyond the actor's footage (copies; the rest as they are)."""
+    if beyond is None or not beyond.any():
+        return faces
+    faces = faces.copy()
+    for i in np.flatnonzero(beyond):
+        face = faces[i]  # a view: the frame is drawn into `faces`
+        face[:width], face[-width:], face[:, :width], face[:, -width:] = (BEYOND_COLOUR,) * 4
+    return faces
+
+
 def strip(evaluation: Evaluation, driver: str, zoom: int = 2) -> np.ndarray:
-    """Rows: driver crops, then each mode's outputs, for frames spread over the clip."""
+    """Rows: driver crops, then each mode's outputs, for frames spread over the clip; outputs
+    driven beyond the actor's footage are framed in red."""
     clip, results = evaluation.clips[driver], evaluation.transfers[driver]
     pick = np.linspace(0, len(clip.crops) - 1, min(STRIP_FRAMES, len(clip.crops))).round().astype(int)
-    rows = [clip.crops[pick], *(results[mode].outputs[pick] for mode in evaluation.output_modes)]
+    rows = [clip.crops[pick]]
+    for mode in evaluation.output_modes:
+        beyond = results[mode].beyond_range
+        rows.append(mark_beyond(results[mode].outputs[pick], None if beyond is None else beyond[pick]))
     return upscale(make_grid(np.concatenate(rows), ncols=len(pick)), zoom)
 
 
@@ -127,7 +145,8 @@ def summary_png(evaluation: Evaluation, actor: str, path: Path) -> Path:
     canvas.paste(table, (0, top))
     y = top + table.height
     for driver, image in zip(evaluation.clips, strips):
-        draw.text((4, y + 4), f"driver {driver}: rows = driver, {', '.join(evaluation.output_modes)}", fill=(0, 0, 0))
+        draw.text((4, y + 4), f"driver {driver}: rows = driver, {', '.join(evaluation.output_modes)} "
+                  "(red frame: driven beyond the actor's footage)", fill=(0, 0, 0))
         canvas.paste(image, (0, y + 18))
         y += image.height + 20
     return save_png(np.asarray(canvas), path)
@@ -158,7 +177,7 @@ def summary_html(evaluation: Evaluation, actor: str, png_name: str, champion: di
         "sharpness: relative to the actor's own crops; jitter: frame-to-frame roughness of the output's "
         "features over the driver's (1 = as smooth as the driver); in_range: share of driven faces whose latent "
         "code is no farther from the actor's training codes than her own val frames are (beyond it the "
-        "decoder extrapolates: blotchy faces that landmark readers can still score well). Modes: seed (decode(mu(crop))), "
+        "decoder extrapolates: blotchy faces that landmark readers can still score well; such faces have a red frame in the strips). Modes: seed (decode(mu(crop))), "
         "normalised, relative, landmark, blend (facevae.transfer); baselines: nearest_neighbour, pca; "
         "coverage: the actor's own crop with the closest expression to each driver frame (what the actor's "
         "footage holds for this driver; a diagnostic that reads the metric's features); "
