@@ -6,8 +6,10 @@ dlib keys on raises its r far more than it moves the face). This script reads th
 an unrelated landmark model and prints, per clip and feature, the r and gain it sees.
 
 It runs in its own environment (`make audit`: `.venv-audit` with mediapipe==0.10.21, which pins
-numpy<2 and cannot share facevae's), and imports nothing from facevae: its input is the `.npz`
-that `facevae reconstruct --save-arrays` writes (`driver`, `output` uint8 (N, S, S, 3), `found`).
+numpy<2 and cannot share facevae's). facevae is not installed there: from this checkout's `src/` it
+takes only two modules that need nothing but numpy, `facevae.expression` (the evaluation's own
+r and gain) and `facevae.atomic` (the write). Its input is the `.npz` that `facevae reconstruct
+--save-arrays` writes (`driver`, `output` uint8 (N, S, S, 3), `found`).
 
     python audit/second_reader.py out.npz [more.npz ...] [--max-frames 600] [--json audit.json]
 """
@@ -23,6 +25,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from facevae.atomic import atomic_path  # noqa: E402  (numpy and the standard library only)
+from facevae.expression import gain, pearson_r  # noqa: E402
 
 FEATURES = ("mouth_open", "mouth_width", "eye_open", "brow_height")
 # FaceMesh indices (478 points with refine_landmarks): iris centres, inner lip midpoints, inner
@@ -56,22 +62,10 @@ def mesh_features(landmarks: np.ndarray) -> np.ndarray:
     return np.stack([gap(*INNER_LIPS), gap(*MOUTH_CORNERS), eye_open, brow_height], axis=1)
 
 
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    ok = np.isfinite(a) & np.isfinite(b)
-    if ok.sum() < 3 or a[ok].std() < 1e-9 or b[ok].std() < 1e-9:
-        return float("nan")
-    return float(np.corrcoef(a[ok], b[ok])[0, 1])
-
-
 def transfer_scores(driver: np.ndarray, output: np.ndarray) -> dict[str, float]:
     """Per-feature r and gain (std(output) / std(driver)) over the frames both were read in."""
-    scores: dict[str, float] = {}
-    gains = []
-    for k, name in enumerate(FEATURES):
-        ok = np.isfinite(driver[:, k]) & np.isfinite(output[:, k])
-        scores[f"r_{name}"] = pearson(driver[:, k], output[:, k])
-        spread = driver[ok, k].std() if ok.any() else 0.0
-        gains.append(output[ok, k].std() / spread if spread > 1e-9 else float("nan"))
+    scores = {f"r_{name}": pearson_r(driver[:, k], output[:, k]) for k, name in enumerate(FEATURES)}
+    gains = [gain(driver[:, k], output[:, k]) for k in range(len(FEATURES))]
     scores["expression_r"] = float(np.nanmean([scores[f"r_{n}"] for n in FEATURES]))
     scores["expression_gain"] = float(np.nanmean(gains))
     scores["read_driver"] = float(np.isfinite(driver[:, 0]).mean()) if len(driver) else float("nan")
@@ -135,15 +129,6 @@ def load_arrays(path: Path, max_frames: int | None) -> tuple[np.ndarray, np.ndar
     return driver[found], output[found]
 
 
-def write_json(path: Path, payload: dict) -> None:
-    """Atomically: a temp file beside the target, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=2)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -163,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
               + " ".join(f"{scores['r_' + n]:11.3f}" for n in FEATURES)
               + f" {scores['expression_gain']:6.3f} {min(scores['read_driver'], scores['read_output']):5.2f}", flush=True)
     if args.json:
-        write_json(args.json, {"reader": "mediapipe FaceMesh (refine_landmarks)", "max_frames": args.max_frames,
-                               "clips": results})
+        with atomic_path(args.json) as tmp:
+            tmp.write_text(json.dumps({"reader": "mediapipe FaceMesh (refine_landmarks)",
+                                       "max_frames": args.max_frames, "clips": results}, indent=2))
     return 0
 
 
