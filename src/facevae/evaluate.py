@@ -177,8 +177,7 @@ def evaluate_transfer(
     scores["identity_pass"] = reader.identity_pass(outputs[pick], out_landmarks[pick], actor_centroid)
     scores["sharpness"] = float(np.median(laplacian_sharpness(outputs)) / actor_sharpness)
     scores["jitter"] = jitter(driver_features, output_features)
-    beyond = getattr(translate, "beyond_range", None)
-    beyond = None if beyond is None else np.array(beyond, dtype=bool)  # the translator keeps only its last clip's
+    beyond = getattr(translate, "beyond_range", None)  # of this clip: translate_clip just set it
     scores["in_range"] = in_range(beyond)
     scores["frames"] = len(outputs)
     return TransferResult(scores, driver_features, output_features, outputs, beyond)
@@ -231,13 +230,18 @@ def target_values(scores: dict[str, float]) -> dict[str, float]:
     }
 
 
-def target_checks(scores: dict[str, float], target: TargetConfig) -> dict[str, bool]:
-    """Which parts of the target (evaluate.target) one clip's scores clear; a NaN clears nothing."""
-    bounds = {
+def target_bounds(target: TargetConfig) -> dict[str, tuple[float, float]]:
+    """Each check's [low, high] (evaluate.target), in TARGET_CHECKS order."""
+    return {
         "expression_r": (target.expression_r, np.inf), "every_feature": (target.feature_r, np.inf),
         "gain": target.gain, "identity": (target.identity_pass, np.inf), "sharpness": (target.sharpness, np.inf),
         "jitter": (-np.inf, target.jitter), "in_range": (target.in_range, np.inf),
     }
+
+
+def target_checks(scores: dict[str, float], target: TargetConfig) -> dict[str, bool]:
+    """Which parts of the target (evaluate.target) one clip's scores clear; a NaN clears nothing."""
+    bounds = target_bounds(target)
     return {name: bool(np.isfinite(value) and bounds[name][0] <= value <= bounds[name][1])
             for name, value in target_values(scores).items()}
 

@@ -12,7 +12,8 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from facevae.atomic import atomic_path
-from facevae.evaluate import RECON_MODES, TARGET_CHECKS, Evaluation, target_values
+from facevae.config import TargetConfig
+from facevae.evaluate import RECON_MODES, TARGET_CHECKS, Evaluation, target_bounds, target_values
 from facevae.expression import FEATURES
 from facevae.images import make_grid, save_png, upscale
 
@@ -78,12 +79,16 @@ def target_line(evaluation: Evaluation) -> str:
     target = evaluation.metrics.get("target")
     if not target:
         return ""
-    bar = target["bar"]
-    return (f"target (evaluate.target): r >= {bar['expression_r']}, every feature >= {bar['feature_r']}, "
-            f"gain {bar['gain'][0]}-{bar['gain'][1]}, identity >= {bar['identity_pass']}, sharpness >= "
-            f"{bar['sharpness']}, jitter <= {bar['jitter']}, in range >= {bar.get('in_range', '-')}; "
+    bounds = target_bounds(TargetConfig(**target["bar"]))
+    return (f"target (evaluate.target): {', '.join(bound_text(check, *bounds[check]) for check in TARGET_CHECKS)}; "
             f"{target['clips_meeting_target']} of "
             f"{len(target['counted'])} counted clips meet it all, {target['target_score']:.3f} of the checks pass")
+
+
+def bound_text(check: str, low: float, high: float) -> str:
+    if high == np.inf:
+        return f"{check} >= {low}"
+    return f"{check} <= {high}" if low == -np.inf else f"{check} {low}-{high}"
 
 
 BEYOND_COLOUR = (220, 0, 0)
