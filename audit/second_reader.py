@@ -7,7 +7,7 @@ an unrelated landmark model and prints, per clip and feature, the r and gain it 
 
 It runs in its own environment (`make audit`: `.venv-audit` with mediapipe==0.10.21, which pins
 numpy<2 and cannot share facevae's). facevae is not installed there: from this checkout's `src/` it
-takes only two modules that need nothing but numpy, `facevae.expression` (the evaluation's own
+takes only two modules that need nothing but numpy, `facevae.expression` (the evaluation's own eye levelling,
 r and gain) and `facevae.atomic` (the write). Its input is the `.npz` that `facevae reconstruct
 --save-arrays` writes (`driver`, `output` uint8 (N, S, S, 3), `found`).
 
@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from facevae.atomic import atomic_path  # noqa: E402  (numpy and the standard library only)
-from facevae.expression import gain, pearson_r  # noqa: E402
+from facevae.expression import eyes_level, gain, mean_r, pearson_r  # noqa: E402
 
 FEATURES = ("mouth_open", "mouth_width", "eye_open", "brow_height")
 # FaceMesh indices (478 points with refine_landmarks): iris centres, inner lip midpoints, inner
@@ -45,14 +45,7 @@ def mesh_features(landmarks: np.ndarray) -> np.ndarray:
     """(N, 478, 2) FaceMesh points -> (N, 4) features in FEATURES order, measured like facevae's
     dlib features: eyes levelled, in inter-ocular (iris to iris) distances. NaN rows stay NaN."""
     lm = np.asarray(landmarks, dtype=np.float64)
-    right, left = lm[:, IRIS_RIGHT], lm[:, IRIS_LEFT]
-    eye_vec = left - right
-    iod = np.linalg.norm(eye_vec, axis=1)
-    roll = np.arctan2(eye_vec[:, 1], eye_vec[:, 0])
-    centred = lm - ((right + left) / 2)[:, None]
-    cos, sin = np.cos(-roll)[:, None], np.sin(-roll)[:, None]
-    x, y = centred[..., 0], centred[..., 1]
-    level = np.stack([cos * x - sin * y, sin * x + cos * y], axis=-1) / iod[:, None, None]
+    level, _ = eyes_level(lm, lm[:, IRIS_RIGHT], lm[:, IRIS_LEFT])
 
     def gap(a: int, b: int) -> np.ndarray:
         return np.linalg.norm(level[:, a] - level[:, b], axis=1)
@@ -66,7 +59,7 @@ def transfer_scores(driver: np.ndarray, output: np.ndarray) -> dict[str, float]:
     """Per-feature r and gain (std(output) / std(driver)) over the frames both were read in."""
     scores = {f"r_{name}": pearson_r(driver[:, k], output[:, k]) for k, name in enumerate(FEATURES)}
     gains = [gain(driver[:, k], output[:, k]) for k in range(len(FEATURES))]
-    scores["expression_r"] = float(np.nanmean([scores[f"r_{n}"] for n in FEATURES]))
+    scores["expression_r"] = mean_r([scores[f"r_{n}"] for n in FEATURES])  # as the evaluation: undefined = 0
     scores["expression_gain"] = float(np.nanmean(gains))
     scores["read_driver"] = float(np.isfinite(driver[:, 0]).mean()) if len(driver) else float("nan")
     scores["read_output"] = float(np.isfinite(output[:, 0]).mean()) if len(output) else float("nan")

@@ -218,3 +218,44 @@ def test_the_strips_frame_the_faces_driven_beyond_the_footage_in_red():
     red = [[top_edge(row, col) == BEYOND_COLOUR for col in range(8)] for row in range(3)]  # driver, seed, blend
     assert red[2] == beyond.tolist() and not any(red[0]) and not any(red[1])
     assert (faces == 128).all()  # the results themselves are untouched
+
+
+def test_the_footage_gaps_show_the_farthest_faces_first_with_her_nearest_frame(tmp_path):
+    from facevae.evaluate import DriverClip, Evaluation, TransferResult
+    from facevae.report import BEYOND_COLOUR, GAP_FACES, beyond_png, footage_gaps
+
+    n = 10
+    driver = np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((n, 64, 64, 3), np.uint8)  # face i is grey i
+    outputs = driver + 100
+    her = (np.arange(5, dtype=np.uint8) + 200)[:, None, None, None] * np.ones((5, 64, 64, 3), np.uint8)
+    distance = np.array([1.0, 9.0, 2.0, 8.0, 3.0, 7.0, 0.5, 6.0, 5.0, 4.0])
+    nearest = np.arange(n) % 5
+    limit = 6.5
+    features = np.zeros((n, len(FEATURES)))
+    result = TransferResult({}, features, features, outputs, distance > limit, (distance, nearest))
+    clips = {"clip.mp4": DriverClip("clip.mp4", driver, np.zeros((n, 68, 2)), np.arange(n))}
+    evaluation = Evaluation({"transfer": {}}, np.zeros(4), {"clip.mp4": {"blend": result}}, clips, "blend", her, limit)
+    picture = footage_gaps(evaluation, "clip.mp4", zoom=1)
+    pad, size = 2, 64
+    centre = lambda row, col: tuple(picture[pad + row * (size + pad) + size // 2, pad + col * (size + pad) + size // 2])
+    order = np.argsort(-distance)[:GAP_FACES]  # 10 faces: the spread leaves them all in play (gap 1)
+    assert [centre(0, c)[0] for c in range(GAP_FACES)] == order.tolist()  # the driver's faces, farthest first
+    assert [centre(1, c)[0] for c in range(GAP_FACES)] == (order + 100).tolist()  # what the mode drew
+    assert [centre(2, c)[0] for c in range(GAP_FACES)] == (nearest[order] + 200).tolist()  # her nearest frame
+    red = [tuple(picture[pad + 1 * (size + pad), pad + c * (size + pad) + size // 2]) == BEYOND_COLOUR for c in range(GAP_FACES)]
+    assert red == (distance[order] > limit).tolist()
+    assert beyond_png(evaluation, "pexels", tmp_path / "beyond.png").stat().st_size > 0
+    # the seed mode (or an older model file) measures no range: the picture says so instead
+    seed = Evaluation({"transfer": {}}, np.zeros(4), {"clip.mp4": {"seed": TransferResult({}, features, features, outputs)}},
+                      clips, "seed")
+    assert footage_gaps(seed, "clip.mp4") is None
+    assert beyond_png(seed, "pexels", tmp_path / "none.png").stat().st_size > 0
+
+
+def test_the_farthest_faces_are_taken_from_different_moments():
+    from facevae.report import farthest_apart
+
+    distance = np.array([9.0, 8.9, 8.8, 1.0, 1.0, 7.0, 6.9, 1.0, 5.0, 1.0])
+    assert farthest_apart(distance, 3, gap=1).tolist() == [0, 1, 2]
+    assert farthest_apart(distance, 3, gap=3).tolist() == [0, 5, 8]
+    assert farthest_apart(distance, 8, gap=4).tolist() == [0, 5, 9]  # fewer when the clip runs out

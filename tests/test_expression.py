@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from facevae.expression import FEATURES, expression_features, gain, pearson_r
+from facevae.expression import FEATURES, expression_features, gain, mean_r, pearson_r
 
 
 def neutral_face() -> np.ndarray:
@@ -56,3 +56,8 @@ def test_correlation_and_gain():
     y = x.copy()
     y[::5] = np.nan
     assert pearson_r(x, y) == pytest.approx(1.0)
+
+
+def test_mean_r_counts_an_undefined_r_as_0():
+    assert mean_r([0.9, 0.7, float("nan"), 0.6]) == pytest.approx(0.55)
+    assert mean_r([0.5, 0.5]) == pytest.approx(0.5)

@@ -72,6 +72,16 @@ def test_scores_are_r_and_gain_over_frames_read_in_both(reader):
     assert flipped["r_mouth_open"] == pytest.approx(-1.0)
 
 
+def test_a_feature_that_does_not_move_counts_as_r_0_as_in_the_evaluation(reader):
+    rng = np.random.default_rng(2)
+    driver = rng.normal(size=(50, 4))
+    output = driver.copy()
+    output[:, 2] = 0.3  # the eyes never move: no correlation to speak of
+    scores = reader.transfer_scores(driver, output)
+    assert np.isnan(scores["r_eye_open"])
+    assert scores["expression_r"] == pytest.approx(0.75)
+
+
 def test_arrays_keep_the_frames_with_a_face_among_the_first_n(reader, tmp_path):
     crops = np.arange(6, dtype=np.uint8)[:, None, None, None] * np.ones((6, 4, 4, 3), np.uint8)
     path = tmp_path / "clip.npz"

@@ -19,10 +19,12 @@ from facevae.transfer import (
     DriveSession,
     LatentSmoother,
     TransferAssets,
+    add_footage_range,
     colour_stats,
     face_mask,
     fit_transfer,
     footage_distance,
+    footage_neighbours,
     reinhard,
     smooth_latents,
     snap_to_codes,
@@ -199,6 +201,15 @@ def test_footage_distance_is_the_rms_distance_to_the_k_nearest_codes():
     assert far[1] > 100 > far[0]
 
 
+def test_footage_neighbours_name_the_nearest_actor_code():
+    rng = np.random.default_rng(3)
+    codes, z = rng.normal(size=(50, 6)), rng.normal(size=(20, 6))
+    distance, nearest = footage_neighbours(z, codes, k=8)
+    brute = np.linalg.norm(z[:, None] - codes[None], axis=-1)
+    np.testing.assert_array_equal(nearest, brute.argmin(1))
+    np.testing.assert_allclose(distance, np.sqrt((np.sort(brute, 1)[:, :8] ** 2).mean(1)))
+
+
 def test_the_range_limit_is_the_farthest_val_frame_and_flags_codes_beyond_it(model, faces):
     crops, landmarks = faces
     assets = model.transfer
@@ -217,6 +228,27 @@ def test_the_range_limit_is_the_farthest_val_frame_and_flags_codes_beyond_it(mod
     assert DriveSession(model, CFG, "seed").beyond_range() is None
 
 
+def test_a_model_file_from_before_the_range_gets_it_from_its_dataset(model, faces, tmp_path):
+    import copy
+
+    from facevae.dataset import write_dataset
+
+    crops, landmarks = faces
+    val = np.arange(len(crops)) % 4 == 3
+    data = write_dataset(tmp_path / "actor.h5", crops, landmarks, ["clip.mp4"] * len(crops), np.arange(len(crops)),
+                         val.astype(np.uint8))
+    older = copy.copy(model)
+    older.transfer = copy.deepcopy(model.transfer)
+    for key in ("range_k", "range_limit"):
+        del older.transfer.info[key]
+    assert DriveSession(older, CFG, "blend").beyond_range() is None  # in range: NaN, the check fails
+    assert add_footage_range(older, data, CFG)
+    assert older.transfer.info["range_limit"] == pytest.approx(model.transfer.info["range_limit"], rel=1e-6)
+    assert older.transfer.info["range_k"] == CFG.snap_k
+    older.transfer.codes = None  # older still: nothing to measure against
+    assert not add_footage_range(older, data, CFG)
+
+
 def test_a_clip_translator_keeps_the_last_clips_range_flags(model, faces):
     crops, landmarks = faces
     translator = ClipTranslator(model, CFG, "blend")
@@ -225,3 +257,7 @@ def test_a_clip_translator_keeps_the_last_clips_range_flags(model, faces):
     assert translator.beyond_range.shape == (6,)
     translator.translate_clip(crops, landmarks)
     assert translator.beyond_range.shape == (len(crops),)
+    distance, nearest = translator.footage
+    assert distance.shape == nearest.shape == (len(crops),)
+    np.testing.assert_array_equal(translator.beyond_range, distance > model.transfer.info["range_limit"])
+    assert 0 <= nearest.min() and nearest.max() < len(model.transfer.codes)

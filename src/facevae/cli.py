@@ -342,7 +342,8 @@ def evaluate_cmd(
     model: Path = typer.Option(..., help="A training output folder (models/<actor>/, with model.pt)."),
     data: Path = typer.Option(..., help="The actor's HDF5 dataset (val split: reconstruction; train: baselines)."),
     driver: List[Path] = typer.Option(..., help="Another person's clip or photo; repeat for several."),
-    out: Path = typer.Option(Path("reports/eval"), help="Folder for metrics.json, summary.png/.html, plot CSVs."),
+    out: Path = typer.Option(Path("reports/eval"),
+                             help="Folder for metrics.json, summary.png/.html, beyond.png, plot CSVs."),
     params: Path = ParamsOption,
     overrides: Optional[List[str]] = SetOption,
 ):
@@ -352,8 +353,10 @@ def evaluate_cmd(
     the `champion` alias to this version only when evaluate.champion_metric is better (on a tie:
     evaluate.champion_tiebreak), or when the champion was evaluated on other driver clips or before
     that metric existed (not comparable). The default metric is target_score: the share of the
-    target's checks (evaluate.target: r, every feature, gain, identity, sharpness, jitter) that the
-    held-out clips (evaluate.held_out) pass in transfer.mode; summary.html shows each clip's checks.
+    target's checks (evaluate.target: r, every feature, gain, identity, sharpness, jitter, in range)
+    that the held-out clips (evaluate.held_out) pass in transfer.mode; summary.html shows each clip's
+    checks. beyond.png shows, per clip, the faces driven farthest from the actor's footage beside the
+    actor's nearest own frame: what the footage lacks.
     """
     from facevae.evaluate import run_evaluation
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from facevae.baselines import ExpressionMatch, NearestNeighbour, PCABaseline
-from facevae.expression import EXPRESSION_FEATURES, FEATURES, expression_features, gain, pearson_r
+from facevae.expression import EXPRESSION_FEATURES, FEATURES, expression_features, gain, mean_r, pearson_r
 from facevae.images import as_uint8_nhwc
 from facevae.inference import ActorModel
 from facevae.faces import FaceEncoder, HogDetector, LandmarkPredictor, landmark_box, template_in_crop, to_grey
@@ -74,6 +74,7 @@ class TransferResult:
     output_features: np.ndarray
     outputs: np.ndarray = field(repr=False)
     beyond_range: np.ndarray | None = field(default=None, repr=False)  # (N,) bool: driven beyond her footage
+    footage: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # transfer.DriveSession.footage
 
 
 class OutputFaceReader:
@@ -151,8 +152,7 @@ def transfer_scores(driver_features: np.ndarray, output_features: np.ndarray) ->
     for i, name in enumerate(FEATURES):
         scores[f"r_{name}"] = pearson_r(driver_features[:, i], output_features[:, i])
         scores[f"gain_{name}"] = gain(driver_features[:, i], output_features[:, i])
-    # an output that does not move has no correlation to speak of: it counts as r = 0
-    scores["expression_r"] = float(np.mean([np.nan_to_num(scores[f"r_{n}"]) for n in EXPRESSION_FEATURES]))
+    scores["expression_r"] = mean_r([scores[f"r_{n}"] for n in EXPRESSION_FEATURES])
     scores["expression_gain"] = float(np.nanmean([scores[f"gain_{n}"] for n in EXPRESSION_FEATURES]))
     return scores
 
@@ -180,7 +180,7 @@ def evaluate_transfer(
     beyond = getattr(translate, "beyond_range", None)  # of this clip: translate_clip just set it
     scores["in_range"] = in_range(beyond)
     scores["frames"] = len(outputs)
-    return TransferResult(scores, driver_features, output_features, outputs, beyond)
+    return TransferResult(scores, driver_features, output_features, outputs, beyond, getattr(translate, "footage", None))
 
 
 def in_range(beyond: np.ndarray | None) -> float:
@@ -302,6 +302,8 @@ class Evaluation:
     transfers: dict[str, dict[str, TransferResult]]  # driver -> mode -> result
     clips: dict[str, DriverClip]
     mode: str = "seed"  # the driving mode the headline reports (transfer.mode)
+    actor_frames: np.ndarray | None = field(default=None, repr=False)  # her clean training crops, in the model's codes order
+    range_limit: float | None = None  # the model's footage range (transfer assets), None when not stored
 
     @property
     def modes(self) -> list[str]:
@@ -369,7 +371,12 @@ def evaluate_model(
     mode = transfer_cfg.mode if transfer_cfg.mode in translators else "seed"
     if clips:
         metrics["target"] = target_report(metrics["transfer"], mode, target or TargetConfig(), set(held_out))
-    return Evaluation(metrics, kl_dims, transfers, {c.name: c for c in clips}, mode)
+    assets = actor.transfer
+    limit = assets.info.get("range_limit") if assets is not None else None
+    # the codes are her clean training frames in file order, as train_images are read (when it is that dataset)
+    same_rows = assets is not None and assets.codes is not None and len(assets.codes) == len(train_images)
+    frames = train_images if same_rows else None
+    return Evaluation(metrics, kl_dims, transfers, {c.name: c for c in clips}, mode, frames, limit)
 
 
 # ---- the stage: model folder + dataset + driver clips -> reports, MLflow, champion -------------
@@ -400,6 +407,10 @@ def run_evaluation(model_dir: Path, data: Path, drivers: list[Path], params, out
         from facevae.transfer import fit_transfer_from_dataset
 
         actor.transfer = fit_transfer_from_dataset(actor, data, params.transfer)
+    elif "range_limit" not in actor.transfer.info:  # trained before the footage range was stored
+        from facevae.transfer import add_footage_range
+
+        add_footage_range(actor, data, params.transfer)
     # frames with a masked occluder (a hand) are left out: the VAE never learnt to draw it, and the
     # baselines would copy it into their outputs
     train_images, val_images = read_split(data, "train", clean_only=True), read_split(data, "val", clean_only=True)

@@ -23,11 +23,7 @@ FLAT = 1e-9  # a series with less spread than this does not move (float noise as
 def expression_features(landmarks: np.ndarray) -> np.ndarray:
     """(N, 68, 2) landmarks -> (N, 5) features in FEATURES order; NaN rows stay NaN."""
     lm = np.asarray(landmarks, dtype=np.float64).reshape(-1, 68, 2)
-    right_eye, left_eye = lm[:, RIGHT_EYE].mean(1), lm[:, LEFT_EYE].mean(1)
-    eye_vec = left_eye - right_eye
-    iod = np.linalg.norm(eye_vec, axis=1)
-    roll = np.arctan2(eye_vec[:, 1], eye_vec[:, 0])
-    level = _rotate(lm - ((right_eye + left_eye) / 2)[:, None], -roll) / iod[:, None, None]
+    level, roll = eyes_level(lm, lm[:, RIGHT_EYE].mean(1), lm[:, LEFT_EYE].mean(1))
 
     def mean_gap(pairs):
         return np.mean([np.linalg.norm(level[:, a] - level[:, b], axis=1) for a, b in pairs], axis=0)
@@ -39,10 +35,16 @@ def expression_features(landmarks: np.ndarray) -> np.ndarray:
     return np.stack([mouth_open, mouth_width, eye_open, brow_height, np.degrees(roll)], axis=1)
 
 
-def _rotate(points: np.ndarray, angle: np.ndarray) -> np.ndarray:
-    cos, sin = np.cos(angle)[:, None], np.sin(angle)[:, None]
-    x, y = points[..., 0], points[..., 1]
-    return np.stack([cos * x - sin * y, sin * x + cos * y], axis=-1)
+def eyes_level(points: np.ndarray, right_eye: np.ndarray, left_eye: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, P, 2) points centred between the eyes, rotated so the eyes are level and scaled to
+    inter-ocular distances; and the head roll (radians). Any landmark scheme: the eyes are given."""
+    eye_vec = left_eye - right_eye
+    roll = np.arctan2(eye_vec[:, 1], eye_vec[:, 0])
+    centred = points - ((right_eye + left_eye) / 2)[:, None]
+    cos, sin = np.cos(-roll)[:, None], np.sin(-roll)[:, None]
+    x, y = centred[..., 0], centred[..., 1]
+    level = np.stack([cos * x - sin * y, sin * x + cos * y], axis=-1)
+    return level / np.linalg.norm(eye_vec, axis=1)[:, None, None], roll
 
 
 def pearson_r(a: np.ndarray, b: np.ndarray) -> float:
@@ -51,6 +53,12 @@ def pearson_r(a: np.ndarray, b: np.ndarray) -> float:
     if ok.sum() < 3 or np.std(a[ok]) < FLAT or np.std(b[ok]) < FLAT:
         return float("nan")
     return float(np.corrcoef(a[ok], b[ok])[0, 1])
+
+
+def mean_r(rs) -> float:
+    """The mean of per-feature rs, an undefined one counting as 0: an output that does not move
+    has no correlation to speak of (the evaluation's expression r; the audit's too)."""
+    return float(np.mean(np.nan_to_num(np.asarray(rs, dtype=np.float64), nan=0.0)))
 
 
 def gain(driver: np.ndarray, output: np.ndarray) -> float:

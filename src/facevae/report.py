@@ -18,6 +18,7 @@ from facevae.expression import FEATURES
 from facevae.images import make_grid, save_png, upscale
 
 STRIP_FRAMES = 8
+GAP_FACES = 8  # beyond.png: faces per clip
 TABLE_COLUMNS = ("expression_r", "expression_gain", "r_mouth_open", "r_mouth_width", "r_eye_open",
                  "r_brow_height", "identity_pass", "sharpness", "jitter", "in_range")
 RECON_COLUMNS = ("mse", "psnr", "ssim", "neg_elbo", "active_dims")
@@ -117,6 +118,65 @@ def strip(evaluation: Evaluation, driver: str, zoom: int = 2) -> np.ndarray:
     return upscale(make_grid(np.concatenate(rows), ncols=len(pick)), zoom)
 
 
+def farthest_apart(distance: np.ndarray, k: int, gap: int) -> np.ndarray:
+    """Up to k indices of the largest distances, farthest first, each at least `gap` faces from the
+    ones already taken: the worst moments of a clip rather than eight frames of the same one."""
+    taken: list[int] = []
+    for i in np.argsort(-distance, kind="stable"):
+        if all(abs(int(i) - j) >= gap for j in taken):
+            taken.append(int(i))
+            if len(taken) == k:
+                break
+    return np.array(taken, dtype=np.int64)
+
+
+def footage_gaps(evaluation: Evaluation, driver: str, zoom: int = 2) -> np.ndarray | None:
+    """The headline mode's faces driven farthest from the actor's footage in one clip (spread over
+    it), farthest first: rows = the driver's crops, the outputs (red frame beyond the range) and the actor's own
+    training frame nearest to each (what the footage holds closest). None when the range was not measured."""
+    result = evaluation.transfers[driver].get(evaluation.mode)
+    if result is None or result.footage is None or not len(result.footage[0]):
+        return None
+    distance, nearest = result.footage
+    order = farthest_apart(distance, GAP_FACES, gap=max(1, len(distance) // (2 * GAP_FACES)))
+    rows = [evaluation.clips[driver].crops[order], mark_beyond(result.outputs[order], result.beyond_range[order])]
+    if evaluation.actor_frames is not None:
+        rows.append(evaluation.actor_frames[nearest[order]])
+    return upscale(make_grid(np.concatenate(rows), ncols=len(order)), zoom)
+
+
+def gap_caption(evaluation: Evaluation, driver: str) -> str:
+    result = evaluation.transfers[driver][evaluation.mode]
+    distance = result.footage[0]
+    beyond = int(result.beyond_range.sum())
+    rows = "driver, output" + (", the actor's nearest own frame" if evaluation.actor_frames is not None else "")
+    return (f"{driver}: {beyond} of {len(distance)} faces ({100 * beyond / len(distance):.0f}%) beyond the actor's footage, "
+            f"the farthest at {distance.max() / evaluation.range_limit:.2f}x its range; rows = {rows}")
+
+
+def beyond_png(evaluation: Evaluation, actor: str, path: Path) -> Path:
+    """beyond.png: per clip, the faces the headline mode drove farthest from the actor's footage:
+    where the footage has no face like the driver's (what to film more of)."""
+    gaps = {d: footage_gaps(evaluation, d) for d in evaluation.clips}
+    gaps = {d: Image.fromarray(g) for d, g in gaps.items() if g is not None}
+    lines = [f"facevae: {actor} driven beyond the actor's footage ({evaluation.mode}; red frame: beyond the range)"]
+    if not gaps:
+        lines.append("not measured: the headline mode or this model file has no footage range")
+    width = max([*(g.width for g in gaps.values()), *(len(line) * 7 + 8 for line in lines)])
+    width = max([width, *(len(gap_caption(evaluation, d)) * 7 + 8 for d in gaps)])
+    height = 16 * len(lines) + 8 + sum(g.height + 20 for g in gaps.values())
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, line in enumerate(lines):
+        draw.text((4, 4 + 16 * i), line, fill=(0, 0, 0))
+    y = 16 * len(lines) + 8
+    for driver, image in gaps.items():
+        draw.text((4, y + 4), gap_caption(evaluation, driver), fill=(0, 0, 0))
+        canvas.paste(image, (0, y + 18))
+        y += image.height + 20
+    return save_png(np.asarray(canvas), path)
+
+
 def render_table(rows: list[list[str]]) -> Image.Image:
     font = ImageFont.load_default()
     widths = [max(len(r[i]) if i < len(r) else 0 for r in rows) * 7 + 12 for i in range(len(rows[0]))]
@@ -181,7 +241,7 @@ def summary_html(evaluation: Evaluation, actor: str, png_name: str, champion: di
         "gain: std(output)/std(driver); identity: share of outputs recognised as the actor; "
         "sharpness: relative to the actor's own crops; jitter: frame-to-frame roughness of the output's "
         "features over the driver's (1 = as smooth as the driver); in_range: share of driven faces whose latent "
-        "code is no farther from the actor's training codes than her own val frames are (beyond it the "
+        "code is no farther from the actor's training codes than the actor's own val frames are (beyond it the "
         "decoder extrapolates: blotchy faces that landmark readers can still score well; such faces have a red frame in the strips). Modes: seed (decode(mu(crop))), "
         "normalised, relative, landmark, blend (facevae.transfer); baselines: nearest_neighbour, pca; "
         "coverage: the actor's own crop with the closest expression to each driver frame (what the actor's "
@@ -189,7 +249,11 @@ def summary_html(evaluation: Evaluation, actor: str, png_name: str, champion: di
         "ceiling: the driver's own crops scored as outputs (the most any method can score on that clip: "
         "landmarks of small faces are noisy); headline mode: "
         f"{html.escape(evaluation.mode)}.</p>"
-        f"<img src='{html.escape(png_name)}' alt='summary'></body></html>\n"
+        f"<img src='{html.escape(png_name)}' alt='summary'>"
+        "<h2>Driven beyond the actor's footage</h2><p>Per clip, the faces the headline mode drove farthest from the "
+        "actor's training codes, farthest first: the driver, the output, and the actor's own frame that comes closest. "
+        "Where they differ, the footage has no face like the driver's: film more of it.</p>"
+        "<img src='beyond.png' alt='faces driven beyond the footage'></body></html>\n"
     )
 
 
@@ -204,7 +268,7 @@ def transfer_table(evaluation: Evaluation, driver: str) -> pd.DataFrame:
 
 
 def write_reports(evaluation: Evaluation, actor: str, out_dir: Path, champion: dict | None = None) -> list[Path]:
-    """metrics.json, kl_per_dim.csv, transfer/<driver>.csv, summary.png, summary.html in out_dir."""
+    """metrics.json, kl_per_dim.csv, transfer/<driver>.csv, summary.png, beyond.png, summary.html in out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = {**evaluation.metrics, "headline": evaluation.headline()}
     if champion:
@@ -216,5 +280,6 @@ def write_reports(evaluation: Evaluation, actor: str, out_dir: Path, champion: d
         table = transfer_table(evaluation, driver).to_csv(index=False)
         paths.append(write_text(out_dir / "transfer" / f"{Path(driver).stem}.csv", table))
     paths.append(summary_png(evaluation, actor, out_dir / "summary.png"))
+    paths.append(beyond_png(evaluation, actor, out_dir / "beyond.png"))
     paths.append(write_text(out_dir / "summary.html", summary_html(evaluation, actor, "summary.png", champion)))
     return paths

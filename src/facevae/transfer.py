@@ -266,11 +266,8 @@ def fit_transfer(model, images: np.ndarray, landmarks: np.ndarray, val: np.ndarr
         info.update(head_alpha=head.alpha, head_val_r2=head.val_r2)
     train = ~np.asarray(val, bool)
     codes = (mu[train] if train.any() else mu).astype(np.float32)
-    if train.any() and (~train).any():
-        # her own unseen frames are the yardstick: a driven code farther from her training codes
-        # than the farthest of them is beyond her footage
-        info["range_k"] = cfg.snap_k
-        info["range_limit"] = float(footage_distance(mu[~train], codes, cfg.snap_k).max())
+    if train.any():
+        info.update(footage_range(mu[~train], codes, cfg.snap_k))
     return TransferAssets(lab_mean, lab_std, images[ni].copy(), landmarks[ni].astype(np.float32), mu[ni], head, info,
                           codes)
 
@@ -293,6 +290,22 @@ def fit_transfer_from_dataset(model, data, cfg: TransferConfig) -> TransferAsset
     if not clean.any():
         raise FaceVAEError("every frame has a masked region: no clean face to fit the driving modes on", data)
     return fit_transfer(model, images[clean], landmarks[clean], val[clean], cfg)
+
+
+def add_footage_range(model, data, cfg: TransferConfig) -> bool:
+    """A model file trained before the footage range was stored gets it from the actor's dataset,
+    measured as the train stage measures it (its val frames against the codes it carries), so its
+    `in range` check is not NaN. False when it cannot be: no codes (older still) or no val frames."""
+    from facevae.dataset import read_split
+
+    assets = model.transfer
+    if assets is None or assets.codes is None:
+        return False
+    val_images = read_split(data, "val", clean_only=True)
+    if not len(val_images):
+        return False
+    assets.info.update(footage_range(model.encode(val_images), assets.codes, cfg.snap_k))
+    return True
 
 
 # ---- snap and smoothing ---------------------------------------------------------------------------
@@ -324,13 +337,28 @@ def snap_to_codes(z: np.ndarray, codes: np.ndarray | None, weight: float, k: int
     return ((1 - weight) * z.astype(np.float64) + weight * nearest).astype(np.float32)
 
 
-def footage_distance(z: np.ndarray, codes: np.ndarray, k: int, chunk: int = 256) -> np.ndarray:
+def footage_neighbours(z: np.ndarray, codes: np.ndarray, k: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """(N,) root mean square distance from each code to its k nearest actor codes: how far a driven
     face is from anything in the actor's footage (where the decoder has seen nothing, it draws
-    blotchy, smeared faces that a landmark reader may still score well)."""
+    blotchy, smeared faces that a landmark reader may still score well); and (N,) the row of
+    `codes` nearest to each (the actor's own frame that comes closest)."""
     z, codes = np.asarray(z, dtype=np.float64), np.asarray(codes, dtype=np.float64)
-    nearest = codes[nearest_indices(z, codes, k, chunk)]
-    return np.sqrt(((nearest - z[:, None]) ** 2).sum(-1).mean(1))
+    rows = nearest_indices(z, codes, k, chunk)
+    squared = ((codes[rows] - z[:, None]) ** 2).sum(-1)
+    return np.sqrt(squared.mean(1)), rows[np.arange(len(z)), squared.argmin(1)]
+
+
+def footage_distance(z: np.ndarray, codes: np.ndarray, k: int, chunk: int = 256) -> np.ndarray:
+    """(N,) the distance of `footage_neighbours`."""
+    return footage_neighbours(z, codes, k, chunk)[0]
+
+
+def footage_range(val_mu: np.ndarray, codes: np.ndarray, k: int) -> dict[str, float]:
+    """range_k and range_limit for the model file. Her own unseen (val) frames are the yardstick: a
+    driven code farther from her training codes than the farthest of them is beyond her footage."""
+    if not len(val_mu) or not len(codes):
+        return {}
+    return {"range_k": k, "range_limit": float(footage_distance(val_mu, codes, k).max())}
 
 
 class LatentSmoother:
@@ -394,7 +422,8 @@ class DriveSession:
         self.driver_stats: tuple[np.ndarray, np.ndarray] | None = None
         self.driver_neutral_lm: np.ndarray | None = None
         self.driver_neutral_z: np.ndarray | None = None
-        self.distances: list[np.ndarray] = []  # per chunk: footage_distance of each driven code
+        self.distances: list[np.ndarray] = []  # per chunk: footage_neighbours of each driven code
+        self.nearest: list[np.ndarray] = []
 
     @property
     def range_limit(self) -> float | None:
@@ -410,6 +439,15 @@ class DriveSession:
         if limit is None:
             return None
         return np.concatenate(self.distances) > limit if self.distances else np.zeros(0, bool)
+
+    def footage(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(N,) distances and (N,) nearest actor codes (rows of the model's codes: her clean training
+        frames) of every face driven so far; None where `beyond_range` is None."""
+        if self.range_limit is None:
+            return None
+        if not self.distances:
+            return np.zeros(0), np.zeros(0, np.int64)
+        return np.concatenate(self.distances), np.concatenate(self.nearest)
 
     @property
     def warmup(self) -> int:
@@ -469,7 +507,9 @@ class DriveSession:
             self.start(crops, landmarks)
         z = self.smoother(snap_to_codes(self.latents(crops, landmarks), self.assets.codes, self.cfg.snap, self.cfg.snap_k))
         if self.range_limit is not None:
-            self.distances.append(footage_distance(z, self.assets.codes, int(self.assets.info["range_k"])))
+            distance, nearest = footage_neighbours(z, self.assets.codes, int(self.assets.info["range_k"]))
+            self.distances.append(distance)
+            self.nearest.append(nearest)
         return self.model.decode(z)
 
 
@@ -479,6 +519,7 @@ class ClipTranslator:
     def __init__(self, model, cfg: TransferConfig, mode: str):
         self.model, self.cfg, self.mode = model, cfg, check_mode(mode)
         self.beyond_range: np.ndarray | None = None  # of the last clip: see DriveSession.beyond_range
+        self.footage: tuple[np.ndarray, np.ndarray] | None = None  # of the last clip: DriveSession.footage
 
     def session(self) -> DriveSession:
         return DriveSession(self.model, self.cfg, self.mode)
@@ -486,7 +527,7 @@ class ClipTranslator:
     def translate_clip(self, crops: np.ndarray, landmarks: np.ndarray | None) -> np.ndarray:
         session = self.session()
         faces = session(crops, landmarks)
-        self.beyond_range = session.beyond_range()
+        self.beyond_range, self.footage = session.beyond_range(), session.footage()
         return faces
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:  # pixels only: the seed
