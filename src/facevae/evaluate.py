@@ -403,6 +403,9 @@ def run_evaluation(model_dir: Path, data: Path, drivers: list[Path], params, out
     from facevae.tracking import read_run_file
 
     actor = ActorModel.from_file(Path(model_dir) / "model.pt", params.extract)
+    # frames with a masked occluder (a hand) are left out: the VAE never learnt to draw it, and the
+    # baselines would copy it into their outputs
+    train_images, val_images = read_split(data, "train", clean_only=True), read_split(data, "val", clean_only=True)
     if actor.transfer is None:  # a model file from before the driving modes: fit them here
         from facevae.transfer import fit_transfer_from_dataset
 
@@ -410,10 +413,7 @@ def run_evaluation(model_dir: Path, data: Path, drivers: list[Path], params, out
     elif "range_limit" not in actor.transfer.info:  # trained before the footage range was stored
         from facevae.transfer import add_footage_range
 
-        add_footage_range(actor, data, params.transfer)
-    # frames with a masked occluder (a hand) are left out: the VAE never learnt to draw it, and the
-    # baselines would copy it into their outputs
-    train_images, val_images = read_split(data, "train", clean_only=True), read_split(data, "val", clean_only=True)
+        add_footage_range(actor, val_images, params.transfer.snap_k)
     train_landmarks = read_split(data, "train", clean_only=True, field="landmarks")
     if len(val_images) == 0:
         val_images = train_images

@@ -158,23 +158,34 @@ def beyond_png(evaluation: Evaluation, actor: str, path: Path) -> Path:
     """beyond.png: per clip, the faces the headline mode drove farthest from the actor's footage:
     where the footage has no face like the driver's (what to film more of)."""
     gaps = {d: footage_gaps(evaluation, d) for d in evaluation.clips}
-    gaps = {d: Image.fromarray(g) for d, g in gaps.items() if g is not None}
-    lines = [f"facevae: {actor} driven beyond the actor's footage ({evaluation.mode}; red frame: beyond the range)"]
-    if not gaps:
-        lines.append("not measured: the headline mode or this model file has no footage range")
-    width = max([*(g.width for g in gaps.values()), *(len(line) * 7 + 8 for line in lines)])
-    width = max([width, *(len(gap_caption(evaluation, d)) * 7 + 8 for d in gaps)])
-    height = 16 * len(lines) + 8 + sum(g.height + 20 for g in gaps.values())
-    canvas = Image.new("RGB", (width, height), "white")
+    sections = [(gap_caption(evaluation, d), Image.fromarray(g)) for d, g in gaps.items() if g is not None]
+    header = [f"facevae: {actor} driven beyond the actor's footage ({evaluation.mode}; red frame: beyond the range)"]
+    if not sections:
+        header.append("not measured: the headline mode or this model file has no footage range")
+    width = max([0, *(len(caption) * 7 + 8 for caption, _ in sections)])
+    return save_png(page(header, sections, width=width), path)
+
+
+def page(header: list[str], sections: list[tuple[str, Image.Image]], top: Image.Image | None = None,
+         width: int = 0) -> np.ndarray:
+    """A report picture: header lines, an optional top image (the tables), then each section's
+    caption above its image; at least `width` px wide."""
+    head = 16 * len(header) + 8
+    top_height = top.height if top is not None else 0
+    width = max([width, top.width if top is not None else 0, *(image.width for _, image in sections),
+                 *(len(line) * 7 + 8 for line in header)])
+    canvas = Image.new("RGB", (width, head + top_height + sum(image.height + 20 for _, image in sections)), "white")
     draw = ImageDraw.Draw(canvas)
-    for i, line in enumerate(lines):
+    for i, line in enumerate(header):
         draw.text((4, 4 + 16 * i), line, fill=(0, 0, 0))
-    y = 16 * len(lines) + 8
-    for driver, image in gaps.items():
-        draw.text((4, y + 4), gap_caption(evaluation, driver), fill=(0, 0, 0))
+    if top is not None:
+        canvas.paste(top, (0, head))
+    y = head + top_height
+    for caption, image in sections:
+        draw.text((4, y + 4), caption, fill=(0, 0, 0))
         canvas.paste(image, (0, y + 18))
         y += image.height + 20
-    return save_png(np.asarray(canvas), path)
+    return np.asarray(canvas)
 
 
 def render_table(rows: list[list[str]]) -> Image.Image:
@@ -198,23 +209,11 @@ def summary_png(evaluation: Evaluation, actor: str, path: Path) -> Path:
     table = Image.new("RGB", (max(t.width for t in tables), sum(t.height for t in tables)), "white")
     for i, part in enumerate(tables):
         table.paste(part, (0, sum(t.height for t in tables[:i])))
-    strips = [Image.fromarray(strip(evaluation, d)) for d in evaluation.clips]
     header = [line for line in (f"facevae evaluation: {actor}", target_line(evaluation)) if line]
-    top = 16 * len(header) + 8
-    width = max([table.width, *(s.width for s in strips), *(len(line) * 7 + 8 for line in header)])
-    height = top + table.height + sum(s.height + 20 for s in strips)
-    canvas = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(canvas)
-    for i, line in enumerate(header):
-        draw.text((4, 4 + 16 * i), line, fill=(0, 0, 0))
-    canvas.paste(table, (0, top))
-    y = top + table.height
-    for driver, image in zip(evaluation.clips, strips):
-        draw.text((4, y + 4), f"driver {driver}: rows = driver, {', '.join(evaluation.output_modes)} "
-                  "(red frame: driven beyond the actor's footage)", fill=(0, 0, 0))
-        canvas.paste(image, (0, y + 18))
-        y += image.height + 20
-    return save_png(np.asarray(canvas), path)
+    sections = [(f"driver {driver}: rows = driver, {', '.join(evaluation.output_modes)} "
+                 "(red frame: driven beyond the actor's footage)", Image.fromarray(strip(evaluation, driver)))
+                for driver in evaluation.clips]
+    return save_png(page(header, sections, top=table), path)
 
 
 def html_table(rows: list[list[str]]) -> str:

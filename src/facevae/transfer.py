@@ -292,19 +292,14 @@ def fit_transfer_from_dataset(model, data, cfg: TransferConfig) -> TransferAsset
     return fit_transfer(model, images[clean], landmarks[clean], val[clean], cfg)
 
 
-def add_footage_range(model, data, cfg: TransferConfig) -> bool:
-    """A model file trained before the footage range was stored gets it from the actor's dataset,
-    measured as the train stage measures it (its val frames against the codes it carries), so its
+def add_footage_range(model, val_images: np.ndarray, k: int) -> bool:
+    """A model file trained before the footage range was stored gets it from the actor's clean val
+    crops, measured as the train stage measures it (against the codes the file carries), so its
     `in range` check is not NaN. False when it cannot be: no codes (older still) or no val frames."""
-    from facevae.dataset import read_split
-
     assets = model.transfer
-    if assets is None or assets.codes is None:
+    if assets is None or assets.codes is None or not len(val_images):
         return False
-    val_images = read_split(data, "val", clean_only=True)
-    if not len(val_images):
-        return False
-    assets.info.update(footage_range(model.encode(val_images), assets.codes, cfg.snap_k))
+    assets.info.update(footage_range(model.encode(val_images), assets.codes, k))
     return True
 
 
@@ -435,10 +430,8 @@ class DriveSession:
 
     def beyond_range(self) -> np.ndarray | None:
         """(N,) bool over every face driven so far: the code lies beyond the actor's footage."""
-        limit = self.range_limit
-        if limit is None:
-            return None
-        return np.concatenate(self.distances) > limit if self.distances else np.zeros(0, bool)
+        footage = self.footage()
+        return None if footage is None else footage[0] > self.range_limit
 
     def footage(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(N,) distances and (N,) nearest actor codes (rows of the model's codes: her clean training
