@@ -166,6 +166,8 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(media, model, tmp_path
         with pytest.raises(FaceVAEError, match=message) as err:
             reconstruct(model, source, output, CFG, save_arrays=tmp_path / "x.npz", progress=False)
         assert "\n" not in str(err.value)
+    with pytest.raises(FaceVAEError, match="--gaps is for a video input"):
+        reconstruct(model, media["photos"], tmp_path / "out", CFG, progress=False, gaps=tmp_path / "gaps.png")
     assert list(tmp_path.iterdir()) == []  # not even temp files
 
 

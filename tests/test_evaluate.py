@@ -259,3 +259,34 @@ def test_the_farthest_faces_are_taken_from_different_moments():
     assert farthest_apart(distance, 3, gap=1).tolist() == [0, 1, 2]
     assert farthest_apart(distance, 3, gap=3).tolist() == [0, 5, 8]
     assert farthest_apart(distance, 8, gap=4).tolist() == [0, 5, 9]  # fewer when the clip runs out
+
+
+def test_the_streamed_gap_picture_keeps_a_face_per_window_whatever_the_chunks(tmp_path):
+    from facevae.report import FootageGaps, farthest_apart
+
+    rng = np.random.default_rng(5)
+    n, window = 300, 20
+    distance, nearest = rng.gamma(2.0, size=n), rng.integers(0, 7, size=n)
+    faces = (np.arange(n) % 256).astype(np.uint8)[:, None, None, None] * np.ones((n, 8, 8, 3), np.uint8)
+
+    def streamed(chunks):
+        gaps, start = FootageGaps(window), 0
+        for size in chunks:
+            end = min(n, start + size)
+            gaps.add(start, faces[start:end], faces[start:end] + 1, distance[start:end], nearest[start:end])
+            start = end
+        return gaps
+
+    whole, pieces = streamed([n]), streamed(rng.integers(1, 40, size=n))
+    assert len(whole.best) == n // window  # one face per window is all it holds
+    picked = [face[1] for face in whole.farthest()]
+    assert picked == [face[1] for face in pieces.farthest()]
+    assert picked[0] == distance.argmax() and len(picked) == 8
+    assert all(abs(a - b) >= window for i, a in enumerate(picked) for b in picked[:i])
+    window_max = [int(i * window + distance[i * window:(i + 1) * window].argmax()) for i in range(n // window)]
+    assert picked == np.array(window_max)[farthest_apart(distance[window_max], 8, window, np.array(window_max))].tolist()
+    kept = {face[1]: face for face in whole.farthest()}
+    for i in picked:
+        assert kept[i][0] == distance[i] and kept[i][4] == nearest[i] and kept[i][2][0, 0, 0] == i % 256
+    path = whole.png(tmp_path / "gaps.png", "clip.mp4", "blend", limit=3.0, actor_faces=lambda rows: faces[rows] + 2)
+    assert path.stat().st_size > 0 and list(tmp_path.iterdir()) == [path]

@@ -258,3 +258,29 @@ def test_a_clip_translator_keeps_the_last_clips_range_flags(model, faces):
     assert distance.shape == nearest.shape == (len(crops),)
     np.testing.assert_array_equal(translator.beyond_range, distance > model.transfer.info["range_limit"])
     assert 0 <= nearest.min() and nearest.max() < len(model.transfer.codes)
+
+
+def test_reconstruct_writes_the_clips_gap_picture_and_footage_arrays(model, tmp_path):
+    clip = write_clip(tmp_path / "astro.mp4", astronaut_frames(12))
+    cfg = CFG.model_copy(update={"neutral_window": 8})
+    summary = reconstruct_video(model, clip, tmp_path / "out.mp4", ExtractConfig(), progress=False, mode="blend",
+                                transfer_cfg=cfg, batch=4, save_arrays=tmp_path / "out.npz", gaps=tmp_path / "gaps.png")
+    assert summary.gaps == tmp_path / "gaps.png" and summary.gaps.stat().st_size > 0
+    with np.load(tmp_path / "out.npz") as saved:
+        distance, limit = saved["footage_distance"], float(saved["range_limit"])
+        assert distance.shape == saved["found"].shape == (12,) and np.isfinite(distance[saved["found"]]).all()
+        np.testing.assert_array_equal(saved["beyond_range"], distance > limit)
+    assert limit == model.transfer.info["range_limit"] and int((distance > limit).sum()) == summary.beyond_range
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["astro.mp4", "gaps.png", "out.mp4", "out.npz"]
+
+
+@pytest.mark.parametrize("mode, gaps, message", [
+    ("seed", "gaps.png", "the seed mode has no range"),
+    ("blend", "gaps.jpg", "--gaps writes a .png picture"),
+])
+def test_a_gap_picture_that_cannot_be_drawn_is_refused_before_any_work(model, tmp_path, mode, gaps, message):
+    clip = write_clip(tmp_path / "astro.mp4", astronaut_frames(2))
+    with pytest.raises(FaceVAEError, match=message):
+        reconstruct_video(model, clip, tmp_path / "out.mp4", ExtractConfig(), progress=False, mode=mode,
+                          gaps=tmp_path / gaps)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["astro.mp4"]

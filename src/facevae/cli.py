@@ -22,6 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
 
 ParamsOption = typer.Option(DEFAULT_PARAMS, "--params", help="params.yaml to read defaults from.")
@@ -68,9 +69,9 @@ def fetch_samples_cmd(
 @user_errors
 def build_cmd(
     faces_dir: Path = typer.Argument(..., help="An `extract` output folder (frames.csv + crops.h5)."),
-    out: Path = typer.Argument(..., help="HDF5 file to write, e.g. data/hdf5/<actor>.h5."),
+    out: Path = typer.Argument(..., help="HDF5 file to write, e.g. data/hdf5/ACTOR.h5."),
     curation: Optional[Path] = typer.Option(
-        None, help="Hand curation YAML (exclude/keep frames), e.g. data/curation/<actor>.yaml; see `facevae review`."
+        None, help="Hand curation YAML (exclude/keep frames), e.g. data/curation/ACTOR.yaml; see `facevae review`."
     ),
     params: Path = ParamsOption,
     overrides: Optional[List[str]] = SetOption,
@@ -147,11 +148,11 @@ def extract_cmd(
 @app.command("review")
 @user_errors
 def review_cmd(
-    actor: str = typer.Argument(..., help="Actor name: reads data/faces/<actor> unless --faces says otherwise."),
-    faces: Optional[Path] = typer.Option(None, help="The `extract` output folder (default data/faces/<actor>)."),
-    out: Optional[Path] = typer.Option(None, help="Output folder (default reports/<actor>/review)."),
+    actor: str = typer.Argument(..., help="Actor name: reads data/faces/ACTOR unless --faces says otherwise."),
+    faces: Optional[Path] = typer.Option(None, help="The `extract` output folder (default data/faces/ACTOR)."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default reports/ACTOR/review)."),
     curation: Optional[Path] = typer.Option(
-        None, help="Curation YAML whose choices the sheet marks (default data/curation/<actor>.yaml, if present)."
+        None, help="Curation YAML whose choices the sheet marks (default data/curation/ACTOR.yaml, if present)."
     ),
     per_sheet: int = typer.Option(300, min=1, help="Crops per PNG sheet (larger groups span several)."),
 ):
@@ -241,7 +242,14 @@ def reconstruct_cmd(
     ),
     save_arrays: Optional[Path] = typer.Option(
         None, "--save-arrays", help="Also write OUT.npz: `driver` and `output` uint8 (N,S,S,3) per frame, `found` (N,), and "
-        "`beyond_range` (N,): the face was driven beyond the actor's footage (models trained since it was measured)."
+        "`footage_distance` (N,): how far each face was driven from the actor's footage (NaN without a face), "
+        "`beyond_range` (N,): farther than `range_limit`, the farthest of her own held-out frames (models trained "
+        "since the range was stored)."
+    ),
+    gaps: Optional[Path] = typer.Option(
+        None, "--gaps", help="Also write GAPS.png: the 8 faces of the clip driven farthest beyond the actor's footage "
+        "(spread over the clip), each beside the output and the actor's nearest training frame: what her footage "
+        "lacks for this driver (a video input and a mode other than seed)."
     ),
     upscale: int = typer.Option(
         1, "--upscale", min=1, max=16, help="Render faces K times the model's crop size (e.g. 4: 256 px for 64 px crops)."
@@ -269,7 +277,7 @@ def reconstruct_cmd(
     cfg, actor_model = load_actor_model(model, params, overrides)
     drive_mode = check_mode(mode) if mode else default_mode(actor_model, cfg.transfer)
     summary = reconstruct(actor_model, source, output, cfg.extract, upscale, save_arrays, progress=progress,
-                          mode=drive_mode, transfer_cfg=cfg.transfer)
+                          mode=drive_mode, transfer_cfg=cfg.transfer, gaps=gaps)
     typer.echo(summary.describe())
     if drive_mode != (mode or cfg.transfer.mode):
         typer.echo(f"driving mode {drive_mode!r} (this model cannot run transfer.mode {cfg.transfer.mode!r})")
@@ -277,6 +285,8 @@ def reconstruct_cmd(
         typer.echo(f"no face in: {', '.join(summary.skipped)}", err=True)
     if summary.arrays is not None:
         typer.echo(f"{summary.arrays}: driver and output crops")
+    if summary.gaps is not None:
+        typer.echo(f"{summary.gaps}: the faces driven farthest beyond the actor's footage")
 
 
 @app.command("walk")
@@ -339,7 +349,7 @@ def sample_cmd(
 @app.command("evaluate")
 @user_errors
 def evaluate_cmd(
-    model: Path = typer.Option(..., help="A training output folder (models/<actor>/, with model.pt)."),
+    model: Path = typer.Option(..., help="A training output folder (models/ACTOR/, with model.pt)."),
     data: Path = typer.Option(..., help="The actor's HDF5 dataset (val split: reconstruction; train: baselines)."),
     driver: List[Path] = typer.Option(..., help="Another person's clip or photo; repeat for several."),
     out: Path = typer.Option(Path("reports/eval"),
@@ -349,7 +359,7 @@ def evaluate_cmd(
 ):
     """Measure reconstruction and expression transfer next to nearest-neighbour and PCA baselines.
 
-    Logs the numbers and the report to the model's MLflow run (models/<actor>/mlflow.json) and moves
+    Logs the numbers and the report to the model's MLflow run (models/ACTOR/mlflow.json) and moves
     the `champion` alias to this version only when evaluate.champion_metric is better (on a tie:
     evaluate.champion_tiebreak), or when the champion was evaluated on other driver clips or before
     that metric existed (not comparable). The default metric is target_score: the share of the

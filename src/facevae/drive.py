@@ -22,7 +22,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -39,6 +39,9 @@ from facevae.inference import ActorModel, CropGeometry, latent_path
 from facevae.transfer import DriveSession
 from facevae.render import NEUTRAL, SideBySide, check_upscale, driver_panel, enlarge, enlarge_batch, save_gif
 from facevae.video import OUTPUT_FORMATS, VIDEO_SUFFIXES, VideoWriter, probe
+
+if TYPE_CHECKING:
+    from facevae.report import FootageGaps
 
 PNG_SUFFIXES = frozenset({".png"})
 DATASET_ROW = re.compile(r"(?P<path>.+\.(?:h5|hdf5)):(?P<index>-?\d+)", re.IGNORECASE)
@@ -207,6 +210,7 @@ class ReconstructSummary:
     arrays: Path | None = None
     skipped: list[str] = field(default_factory=list)  # images without a face (folder input)
     beyond_range: int | None = None  # faces driven beyond the actor's footage (None: not measured)
+    gaps: Path | None = None  # the gap picture (--gaps)
 
     @property
     def without_face(self) -> int:
@@ -247,9 +251,11 @@ class FrameBatcher:
         keep_arrays: bool,
         batch: int = BATCH,
         session: DriveSession | None = None,
+        gaps: FootageGaps | None = None,
     ):
         self.model, self.layout, self.emit, self.batch = model, layout, emit, batch
         self.session = session or DriveSession(model, TransferConfig(), "seed")
+        self.gaps = gaps  # facevae.report.FootageGaps: the faces driven farthest from the actor's footage
         self.first = max(batch, self.session.warmup)  # faces before the first network call
         self.slots: list[np.ndarray | None] = []  # driver panel per pending frame, None: no face
         self.crops: list[np.ndarray] = []
@@ -279,6 +285,8 @@ class FrameBatcher:
             return
         crops = np.stack(self.crops) if self.crops else None
         outputs = self.session(crops, np.stack(self.landmarks)) if crops is not None else None
+        if self.gaps is not None and outputs is not None:
+            self.gaps.add(self.faces, crops, outputs, self.session.distances[-1], self.session.nearest[-1])
         large = enlarge_batch(outputs, self.layout.panel) if outputs is not None else None
         j = 0
         for panel in self.slots:
@@ -341,6 +349,42 @@ def check_arrays_output(path: Path | None) -> None:
         raise FaceVAEError("--save-arrays writes a .npz file", path)
 
 
+def check_gaps_output(path: Path | None, session: DriveSession) -> None:
+    if path is None:
+        return
+    if path.suffix.lower() != ".png":
+        raise FaceVAEError("--gaps writes a .png picture", path)
+    if session.range_limit is None:
+        why = "the seed mode has no" if session.mode == "seed" else "this model file carries no"
+        raise FaceVAEError(f"--gaps needs the actor's footage range, and {why} range: use another driving mode "
+                           "or a model trained since the range was stored", getattr(session.model, "source", None))
+
+
+def footage_gaps(frames: int) -> FootageGaps:
+    from facevae.report import FootageGaps, gap_window
+
+    return FootageGaps(gap_window(frames))
+
+
+def nearest_actor_faces(model: ActorModel) -> Callable[[np.ndarray], np.ndarray]:
+    """Rows of the model's actor codes -> her faces as the model decodes them (model.pt holds her
+    training frames' codes, not the frames)."""
+    return lambda rows: model.decode(model.transfer.codes[rows])
+
+
+def footage_arrays(session: DriveSession, found: list[bool]) -> dict[str, np.ndarray]:
+    """--save-arrays' per-frame footage columns: `footage_distance` (NaN without a face),
+    `beyond_range` and the scalar `range_limit`; none where the range is not measured."""
+    footage = session.footage()
+    if footage is None:
+        return {}
+    found = np.asarray(found, dtype=bool)
+    distance = np.full(len(found), np.nan)
+    distance[found] = footage[0]
+    return {"footage_distance": distance, "beyond_range": distance > session.range_limit,
+            "range_limit": np.float64(session.range_limit)}
+
+
 def write_npz(tmp: Path, **arrays) -> None:
     with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a bare temp name
         np.savez_compressed(f, **arrays)
@@ -358,18 +402,22 @@ def reconstruct_video(
     batch: int = BATCH,
     mode: str = "seed",
     transfer_cfg: TransferConfig | None = None,
+    gaps: str | Path | None = None,
 ) -> ReconstructSummary:
     """The actor's face for every frame of `video`, side by side with the driver's, as a video
     with the input's frame rate, frame count and audio. Nothing is written unless it succeeds.
-    `mode`: the driving mode (facevae.transfer), with `transfer_cfg` (params.transfer)."""
+    `mode`: the driving mode (facevae.transfer), with `transfer_cfg` (params.transfer). `gaps`: also
+    a PNG of the faces driven farthest beyond the actor's footage (as beyond.png shows per clip)."""
     started = time.perf_counter()
     video, output = Path(video), Path(output)
     save_arrays = Path(save_arrays) if save_arrays is not None else None
+    gaps = Path(gaps) if gaps is not None else None
     check_video_output(output)
     check_arrays_output(save_arrays)
     upscale = check_upscale(upscale)
-    info = probe(video)
     session = DriveSession(model, transfer_cfg or TransferConfig(), mode)
+    check_gaps_output(gaps, session)
+    info = probe(video)
     size = model.image_size
     panel = size * upscale
     layout = SideBySide(panel)
@@ -386,7 +434,9 @@ def reconstruct_video(
             writer.write(frame)
             bar.update()
 
-        batcher = FrameBatcher(model, layout, emit, keep_arrays=save_arrays is not None, batch=batch, session=session)
+        collector = footage_gaps(info.frame_count) if gaps is not None else None
+        batcher = FrameBatcher(model, layout, emit, keep_arrays=save_arrays is not None, batch=batch, session=session,
+                               gaps=collector)
         frames = 0
         stack.enter_context(torch_threads(PIPELINE_TORCH_THREADS))
         for frame in iter_video_faces(video, extract_cfg, model.crop, aligner):
@@ -401,16 +451,15 @@ def reconstruct_video(
             raise FaceVAEError(f"no face found in any of its {frames} frames", video)
         beyond = session.beyond_range()
         if arrays_tmp is not None:
-            arrays = batcher.arrays()
-            if beyond is not None:
-                arrays["beyond_range"] = np.zeros(len(arrays["found"]), bool)
-                arrays["beyond_range"][arrays["found"]] = beyond
-            write_npz(arrays_tmp, **arrays, fps=np.float64(info.fps))
+            write_npz(arrays_tmp, **batcher.arrays(), **footage_arrays(session, batcher.found_rows), fps=np.float64(info.fps))
+        if collector is not None:
+            with atomic_path(gaps) as gaps_tmp:
+                collector.png(gaps_tmp, video.name, session.mode, session.range_limit, nearest_actor_faces(model))
     return ReconstructSummary(
         input=video, output=output, frames=frames, with_face=batcher.faces, held=batcher.held,
         blank=batcher.blank, fps=info.fps, audio=audio_from is not None,
         seconds=time.perf_counter() - started, arrays=save_arrays,
-        beyond_range=int(beyond.sum()) if beyond is not None else None,
+        beyond_range=int(beyond.sum()) if beyond is not None else None, gaps=gaps,
     )  # fmt: skip
 
 
@@ -505,15 +554,19 @@ def reconstruct(
     progress: bool = True,
     mode: str = "seed",
     transfer_cfg: TransferConfig | None = None,
+    gaps: str | Path | None = None,
 ) -> ReconstructSummary:
     """Dispatch on the input: a video -> a video, a photo or a folder of photos -> PNGs."""
     source = Path(source)
     drive = {"mode": mode, "transfer_cfg": transfer_cfg}
     if source.is_dir() or (source.is_file() and is_image(source)):
+        if gaps is not None:
+            raise FaceVAEError("--gaps is for a video input (photos have no clip to pick the worst moments of)", source)
         return reconstruct_images(model, source, output, extract_cfg, upscale, save_arrays, progress=progress, **drive)
     if not source.exists():
         raise FaceVAEError("no such file or folder", source)
-    return reconstruct_video(model, source, output, extract_cfg, upscale, save_arrays, progress=progress, **drive)
+    return reconstruct_video(model, source, output, extract_cfg, upscale, save_arrays, progress=progress, gaps=gaps,
+                             **drive)
 
 
 # ---- walks and samples ----------------------------------------------------------------------

@@ -6,6 +6,7 @@ import html
 import json
 import math
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -118,16 +119,26 @@ def strip(evaluation: Evaluation, driver: str, zoom: int = 2) -> np.ndarray:
     return upscale(make_grid(np.concatenate(rows), ncols=len(pick)), zoom)
 
 
-def farthest_apart(distance: np.ndarray, k: int, gap: int) -> np.ndarray:
-    """Up to k indices of the largest distances, farthest first, each at least `gap` faces from the
-    ones already taken: the worst moments of a clip rather than eight frames of the same one."""
+def farthest_apart(distance: np.ndarray, k: int, gap: int, positions: np.ndarray | None = None) -> np.ndarray:
+    """Up to k indices of the largest distances, farthest first, each at least `gap` faces (in
+    `positions`, default the indices themselves) from the ones already taken: the worst moments of a
+    clip rather than eight frames of the same one."""
+    positions = np.arange(len(distance)) if positions is None else np.asarray(positions)
     taken: list[int] = []
     for i in np.argsort(-distance, kind="stable"):
-        if all(abs(int(i) - j) >= gap for j in taken):
+        if all(abs(int(positions[i]) - int(positions[j])) >= gap for j in taken):
             taken.append(int(i))
             if len(taken) == k:
                 break
     return np.array(taken, dtype=np.int64)
+
+
+def gap_grid(driver: np.ndarray, outputs: np.ndarray, beyond: np.ndarray, actor_faces: np.ndarray | None,
+             zoom: int = 2) -> np.ndarray:
+    """One clip's gap picture: rows = the driver's crops, the outputs (red frame beyond the range)
+    and, when given, the actor's faces nearest to each output."""
+    rows = [driver, mark_beyond(outputs, beyond)] + ([actor_faces] if actor_faces is not None else [])
+    return upscale(make_grid(np.concatenate(rows), ncols=len(driver)), zoom)
 
 
 def footage_gaps(evaluation: Evaluation, driver: str, zoom: int = 2) -> np.ndarray | None:
@@ -138,20 +149,25 @@ def footage_gaps(evaluation: Evaluation, driver: str, zoom: int = 2) -> np.ndarr
     if result is None or result.footage is None or not len(result.footage[0]):
         return None
     distance, nearest = result.footage
-    order = farthest_apart(distance, GAP_FACES, gap=max(1, len(distance) // (2 * GAP_FACES)))
-    rows = [evaluation.clips[driver].crops[order], mark_beyond(result.outputs[order], result.beyond_range[order])]
-    if evaluation.actor_frames is not None:
-        rows.append(evaluation.actor_frames[nearest[order]])
-    return upscale(make_grid(np.concatenate(rows), ncols=len(order)), zoom)
+    order = farthest_apart(distance, GAP_FACES, gap=gap_window(len(distance)))
+    actor = evaluation.actor_frames[nearest[order]] if evaluation.actor_frames is not None else None
+    return gap_grid(evaluation.clips[driver].crops[order], result.outputs[order], result.beyond_range[order], actor, zoom)
+
+
+def gap_window(faces: int) -> int:
+    """How far apart (in faces) the faces of a gap picture are: a sixteenth of the clip."""
+    return max(1, faces // (2 * GAP_FACES))
 
 
 def gap_caption(evaluation: Evaluation, driver: str) -> str:
-    result = evaluation.transfers[driver][evaluation.mode]
-    distance = result.footage[0]
-    beyond = int(result.beyond_range.sum())
     rows = "driver, output" + (", the actor's nearest own frame" if evaluation.actor_frames is not None else "")
-    return (f"{driver}: {beyond} of {len(distance)} faces ({100 * beyond / len(distance):.0f}%) beyond the actor's footage, "
-            f"the farthest at {distance.max() / evaluation.range_limit:.2f}x its range; rows = {rows}")
+    return gap_text(driver, evaluation.transfers[driver][evaluation.mode].footage[0], evaluation.range_limit, rows)
+
+
+def gap_text(clip: str, distance: np.ndarray, limit: float, rows: str) -> str:
+    beyond = int((distance > limit).sum())
+    return (f"{clip}: {beyond} of {len(distance)} faces ({100 * beyond / len(distance):.0f}%) beyond the actor's footage, "
+            f"the farthest at {distance.max() / limit:.2f}x its range; rows = {rows}")
 
 
 def beyond_png(evaluation: Evaluation, actor: str, path: Path) -> Path:
@@ -164,6 +180,46 @@ def beyond_png(evaluation: Evaluation, actor: str, path: Path) -> Path:
         header.append("not measured: the headline mode or this model file has no footage range")
     width = max([0, *(len(caption) * 7 + 8 for caption, _ in sections)])
     return save_png(page(header, sections, width=width), path)
+
+
+class FootageGaps:
+    """A clip's gap picture gathered while it streams past (`facevae reconstruct --gaps`): per window
+    of `window` faces only the one driven farthest from the actor's footage is kept (its driver crop,
+    output, distance and nearest actor code), so memory follows the clip's length / window, not its
+    frames; `window` is gap_window(the clip's frames), the spacing beyond.png uses."""
+
+    def __init__(self, window: int):
+        self.window = max(1, window)
+        self.best: dict[int, tuple[float, int, np.ndarray, np.ndarray, int]] = {}
+        self.distances: list[np.ndarray] = []
+
+    def add(self, first: int, crops: np.ndarray, outputs: np.ndarray, distance: np.ndarray, nearest: np.ndarray) -> None:
+        """Faces `first`, `first` + 1, ... of the clip (face indices, frames without a face not counted)."""
+        self.distances.append(np.asarray(distance, dtype=np.float64))
+        for j, d in enumerate(distance):
+            slot = (first + j) // self.window
+            if slot not in self.best or d > self.best[slot][0]:
+                self.best[slot] = (float(d), first + j, crops[j].copy(), outputs[j].copy(), int(nearest[j]))
+
+    def farthest(self, k: int = GAP_FACES) -> list[tuple[float, int, np.ndarray, np.ndarray, int]]:
+        """Up to k kept faces, farthest first, at least `window` faces apart."""
+        kept = sorted(self.best.values(), key=lambda face: face[1])
+        distance = np.array([face[0] for face in kept])
+        order = farthest_apart(distance, k, self.window, positions=np.array([face[1] for face in kept]))
+        return [kept[i] for i in order]
+
+    def png(self, path: Path, clip: str, mode: str, limit: float, actor_faces: Callable[[np.ndarray], np.ndarray]) -> Path:
+        """The picture: driver, output (red frame beyond `limit`) and actor_faces(nearest code rows)."""
+        faces = self.farthest()
+        if not faces:
+            raise ValueError("no face was driven")
+        distance = np.array([face[0] for face in faces])
+        grid = gap_grid(np.stack([face[2] for face in faces]), np.stack([face[3] for face in faces]), distance > limit,
+                        actor_faces(np.array([face[4] for face in faces])))
+        caption = gap_text(clip, np.concatenate(self.distances), limit,
+                           "driver, output, the actor's nearest training frame as the model draws it")
+        header = [f"facevae: driven by {clip} beyond the actor's footage ({mode}; red frame: beyond the range)"]
+        return save_png(page(header, [(caption, Image.fromarray(grid))], width=len(caption) * 7 + 8), path)
 
 
 def page(header: list[str], sections: list[tuple[str, Image.Image]], top: Image.Image | None = None,
