@@ -10,6 +10,7 @@ from facevae.evaluate import DriverClip, OutputFaceReader, evaluate_transfer, tr
 from facevae.expression import FEATURES
 from facevae.extract import extract_actor
 from facevae.baselines import NearestNeighbour
+from facevae.transfer import Footage
 
 
 def test_scores_of_a_perfect_copy_and_of_a_frozen_face():
@@ -209,7 +210,8 @@ def test_the_strips_frame_the_faces_driven_beyond_the_footage_in_red():
     faces = np.full((8, 64, 64, 3), 128, np.uint8)
     beyond = np.array([0, 1, 0, 0, 1, 0, 0, 0], bool)
     features = np.zeros((8, len(FEATURES)))
-    transfers = {"clip.mp4": {"blend": TransferResult({}, features, features, faces, beyond),
+    footage = Footage(beyond.astype(float), np.zeros(8, np.int64), limit=0.5)  # distance 1 beyond, 0 within
+    transfers = {"clip.mp4": {"blend": TransferResult({}, features, features, faces, footage),
                               "seed": TransferResult({}, features, features, faces)}}
     clips = {"clip.mp4": DriverClip("clip.mp4", faces, np.zeros((8, 68, 2)), np.arange(8))}
     picture = strip(Evaluation({"transfer": {}}, np.zeros(4), transfers, clips, "blend"), "clip.mp4", zoom=1)
@@ -232,7 +234,7 @@ def test_the_footage_gaps_show_the_farthest_faces_first_with_her_nearest_frame(t
     nearest = np.arange(n) % 5
     limit = 6.5
     features = np.zeros((n, len(FEATURES)))
-    result = TransferResult({}, features, features, outputs, distance > limit, (distance, nearest))
+    result = TransferResult({}, features, features, outputs, Footage(distance, nearest, limit))
     clips = {"clip.mp4": DriverClip("clip.mp4", driver, np.zeros((n, 68, 2)), np.arange(n))}
     evaluation = Evaluation({"transfer": {}}, np.zeros(4), {"clip.mp4": {"blend": result}}, clips, "blend", her, limit)
     picture = footage_gaps(evaluation, "clip.mp4", zoom=1)

@@ -254,7 +254,7 @@ def test_a_clip_translator_keeps_the_last_clips_range_flags(model, faces):
     assert translator.beyond_range.shape == (6,)
     translator.translate_clip(crops, landmarks)
     assert translator.beyond_range.shape == (len(crops),)
-    distance, nearest = translator.footage
+    distance, nearest = translator.footage.distance, translator.footage.nearest
     assert distance.shape == nearest.shape == (len(crops),)
     np.testing.assert_array_equal(translator.beyond_range, distance > model.transfer.info["range_limit"])
     assert 0 <= nearest.min() and nearest.max() < len(model.transfer.codes)

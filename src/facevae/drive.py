@@ -380,9 +380,8 @@ def footage_arrays(session: DriveSession, found: list[bool]) -> dict[str, np.nda
         return {}
     found = np.asarray(found, dtype=bool)
     distance = np.full(len(found), np.nan)
-    distance[found] = footage[0]
-    return {"footage_distance": distance, "beyond_range": distance > session.range_limit,
-            "range_limit": np.float64(session.range_limit)}
+    distance[found] = footage.distance
+    return {"footage_distance": distance, "beyond_range": distance > footage.limit, "range_limit": np.float64(footage.limit)}
 
 
 def write_npz(tmp: Path, **arrays) -> None:

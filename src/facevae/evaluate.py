@@ -40,6 +40,7 @@ from facevae.config import TargetConfig, TransferConfig
 from facevae.model import VAE, vae_loss
 from facevae.occlusion import occluded_frames
 from facevae.transfer import MODES as TRANSFER_MODES
+from facevae.transfer import Footage
 from facevae.transfer import translators as transfer_translators
 
 OUTPUT_UPSCALE = 4  # landmarks of 64 px outputs are fitted on a 4x enlargement
@@ -73,8 +74,12 @@ class TransferResult:
     driver_features: np.ndarray
     output_features: np.ndarray
     outputs: np.ndarray = field(repr=False)
-    beyond_range: np.ndarray | None = field(default=None, repr=False)  # (N,) bool: driven beyond her footage
-    footage: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # transfer.DriveSession.footage
+    footage: Footage | None = field(default=None, repr=False)  # transfer.DriveSession.footage; None: not measured
+
+    @property
+    def beyond_range(self) -> np.ndarray | None:
+        """(N,) bool: driven beyond her footage (None: not measured)."""
+        return None if self.footage is None else self.footage.beyond
 
 
 class OutputFaceReader:
@@ -177,10 +182,11 @@ def evaluate_transfer(
     scores["identity_pass"] = reader.identity_pass(outputs[pick], out_landmarks[pick], actor_centroid)
     scores["sharpness"] = float(np.median(laplacian_sharpness(outputs)) / actor_sharpness)
     scores["jitter"] = jitter(driver_features, output_features)
-    beyond = getattr(translate, "beyond_range", None)  # of this clip: translate_clip just set it
-    scores["in_range"] = in_range(beyond)
+    footage = getattr(translate, "footage", None)  # of this clip: translate_clip just set it
+    result = TransferResult(scores, driver_features, output_features, outputs, footage)
+    scores["in_range"] = in_range(result.beyond_range)
     scores["frames"] = len(outputs)
-    return TransferResult(scores, driver_features, output_features, outputs, beyond, getattr(translate, "footage", None))
+    return result
 
 
 def in_range(beyond: np.ndarray | None) -> float:

@@ -146,9 +146,9 @@ def footage_gaps(evaluation: Evaluation, driver: str, zoom: int = 2) -> np.ndarr
     it), farthest first: rows = the driver's crops, the outputs (red frame beyond the range) and the actor's own
     training frame nearest to each (what the footage holds closest). None when the range was not measured."""
     result = evaluation.transfers[driver].get(evaluation.mode)
-    if result is None or result.footage is None or not len(result.footage[0]):
+    if result is None or result.footage is None or not len(result.footage.distance):
         return None
-    distance, nearest = result.footage
+    distance, nearest = result.footage.distance, result.footage.nearest
     order = farthest_apart(distance, GAP_FACES, gap=gap_window(len(distance)))
     actor = evaluation.actor_frames[nearest[order]] if evaluation.actor_frames is not None else None
     return gap_grid(evaluation.clips[driver].crops[order], result.outputs[order], result.beyond_range[order], actor, zoom)
@@ -161,7 +161,7 @@ def gap_window(faces: int) -> int:
 
 def gap_caption(evaluation: Evaluation, driver: str) -> str:
     rows = "driver, output" + (", the actor's nearest own frame" if evaluation.actor_frames is not None else "")
-    return gap_text(driver, evaluation.transfers[driver][evaluation.mode].footage[0], evaluation.range_limit, rows)
+    return gap_text(driver, evaluation.transfers[driver][evaluation.mode].footage.distance, evaluation.range_limit, rows)
 
 
 def gap_text(clip: str, distance: np.ndarray, limit: float, rows: str) -> str:

@@ -348,6 +348,22 @@ def footage_distance(z: np.ndarray, codes: np.ndarray, k: int, chunk: int = 256)
     return footage_neighbours(z, codes, k, chunk)[0]
 
 
+@dataclass
+class Footage:
+    """How far each driven face of a clip lies from the actor's footage: (N,) `distance`
+    (footage_neighbours), (N,) `nearest` (rows of the model's codes: her clean training frames)
+    and the model's `limit` (range_limit)."""
+
+    distance: np.ndarray
+    nearest: np.ndarray
+    limit: float
+
+    @property
+    def beyond(self) -> np.ndarray:
+        """(N,) bool: the code lies beyond the actor's footage."""
+        return self.distance > self.limit
+
+
 def footage_range(val_mu: np.ndarray, codes: np.ndarray, k: int) -> dict[str, float]:
     """range_k and range_limit for the model file. Her own unseen (val) frames are the yardstick: a
     driven code farther from her training codes than the farthest of them is beyond her footage."""
@@ -431,16 +447,16 @@ class DriveSession:
     def beyond_range(self) -> np.ndarray | None:
         """(N,) bool over every face driven so far: the code lies beyond the actor's footage."""
         footage = self.footage()
-        return None if footage is None else footage[0] > self.range_limit
+        return None if footage is None else footage.beyond
 
-    def footage(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """(N,) distances and (N,) nearest actor codes (rows of the model's codes: her clean training
-        frames) of every face driven so far; None where `beyond_range` is None."""
+    def footage(self) -> Footage | None:
+        """Every face driven so far against the actor's footage; None where the range is not
+        measured (the seed mode, older model files)."""
         if self.range_limit is None:
             return None
         if not self.distances:
-            return np.zeros(0), np.zeros(0, np.int64)
-        return np.concatenate(self.distances), np.concatenate(self.nearest)
+            return Footage(np.zeros(0), np.zeros(0, np.int64), self.range_limit)
+        return Footage(np.concatenate(self.distances), np.concatenate(self.nearest), self.range_limit)
 
     @property
     def warmup(self) -> int:
@@ -511,8 +527,12 @@ class ClipTranslator:
 
     def __init__(self, model, cfg: TransferConfig, mode: str):
         self.model, self.cfg, self.mode = model, cfg, check_mode(mode)
-        self.beyond_range: np.ndarray | None = None  # of the last clip: see DriveSession.beyond_range
-        self.footage: tuple[np.ndarray, np.ndarray] | None = None  # of the last clip: DriveSession.footage
+        self.footage: Footage | None = None  # of the last clip: DriveSession.footage
+
+    @property
+    def beyond_range(self) -> np.ndarray | None:
+        """Of the last clip: see DriveSession.beyond_range."""
+        return None if self.footage is None else self.footage.beyond
 
     def session(self) -> DriveSession:
         return DriveSession(self.model, self.cfg, self.mode)
@@ -520,7 +540,7 @@ class ClipTranslator:
     def translate_clip(self, crops: np.ndarray, landmarks: np.ndarray | None) -> np.ndarray:
         session = self.session()
         faces = session(crops, landmarks)
-        self.beyond_range, self.footage = session.beyond_range(), session.footage()
+        self.footage = session.footage()
         return faces
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:  # pixels only: the seed
