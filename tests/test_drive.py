@@ -106,10 +106,12 @@ def test_reconstruct_cli_keeps_frame_count_fps_and_audio(tiny, media, tmp_path):
     run = facevae_cli(
         "reconstruct", "--model", "pexels", "--input", str(media["video"]), "--output", str(out),
         "--save-arrays", str(arrays), "--upscale", "2", "--no-progress", "--params", str(REPO / "params.yaml"),
-        env=tiny.env(), cwd=tmp_path,
+        "--gaps", str(tmp_path / "gaps.png"), env=tiny.env(), cwd=tmp_path,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert "72 frames at 30 fps, 72 with a face, 0 without a face" in run.stdout
+    assert f"{tmp_path / 'gaps.png'}: the faces driven farthest beyond the actor's footage" in run.stdout
+    assert Image.open(tmp_path / "gaps.png").size[0] >= 8 * 64
     source, info = probe(media["video"]), probe(out)
     assert info.frame_count == source.frame_count == 72
     assert info.fps == pytest.approx(source.fps) and info.has_audio and source.has_audio
@@ -118,7 +120,7 @@ def test_reconstruct_cli_keeps_frame_count_fps_and_audio(tiny, media, tmp_path):
     with np.load(arrays) as saved:
         assert saved["driver"].shape == saved["output"].shape == (72, 64, 64, 3)
         assert saved["driver"].dtype == saved["output"].dtype == np.uint8 and saved["found"].all()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "out.npz"]  # no temp files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gaps.png", "out.mp4", "out.npz"]  # no temp files left
 
 
 def test_frames_without_a_face_hold_the_last_output_and_are_counted(media, model, aligner, tmp_path):
