@@ -236,7 +236,7 @@ def test_the_footage_gaps_show_the_farthest_faces_first_with_her_nearest_frame(t
     features = np.zeros((n, len(FEATURES)))
     result = TransferResult({}, features, features, outputs, Footage(distance, nearest, limit))
     clips = {"clip.mp4": DriverClip("clip.mp4", driver, np.zeros((n, 68, 2)), np.arange(n))}
-    evaluation = Evaluation({"transfer": {}}, np.zeros(4), {"clip.mp4": {"blend": result}}, clips, "blend", her, limit)
+    evaluation = Evaluation({"transfer": {}}, np.zeros(4), {"clip.mp4": {"blend": result}}, clips, "blend", her)
     picture = footage_gaps(evaluation, "clip.mp4", zoom=1)
     pad, size = 2, 64
     centre = lambda row, col: tuple(picture[pad + row * (size + pad) + size // 2, pad + col * (size + pad) + size // 2])
@@ -290,5 +290,6 @@ def test_the_streamed_gap_picture_keeps_a_face_per_window_whatever_the_chunks(tm
     kept = {face[1]: face for face in whole.farthest()}
     for i in picked:
         assert kept[i][0] == distance[i] and kept[i][4] == nearest[i] and kept[i][2][0, 0, 0] == i % 256
-    path = whole.png(tmp_path / "gaps.png", "clip.mp4", "blend", limit=3.0, actor_faces=lambda rows: faces[rows] + 2)
+    path = whole.png(tmp_path / "gaps.png", "clip.mp4", "blend", Footage(distance, nearest, limit=3.0),
+                     actor_faces=lambda rows: faces[rows] + 2)
     assert path.stat().st_size > 0 and list(tmp_path.iterdir()) == [path]

@@ -36,7 +36,7 @@ from facevae.faces import AlignedFace, FaceAligner
 from facevae.facetrack import FaceTracker, Track
 from facevae.images import make_grid, save_png
 from facevae.inference import ActorModel, CropGeometry, latent_path
-from facevae.transfer import DriveSession
+from facevae.transfer import DriveSession, Footage
 from facevae.render import NEUTRAL, SideBySide, check_upscale, driver_panel, enlarge, enlarge_batch, save_gif
 from facevae.video import OUTPUT_FORMATS, VIDEO_SUFFIXES, VideoWriter, probe
 
@@ -372,10 +372,9 @@ def nearest_actor_faces(model: ActorModel) -> Callable[[np.ndarray], np.ndarray]
     return lambda rows: model.decode(model.transfer.codes[rows])
 
 
-def footage_arrays(session: DriveSession, found: list[bool]) -> dict[str, np.ndarray]:
+def footage_arrays(footage: Footage | None, found: list[bool]) -> dict[str, np.ndarray]:
     """--save-arrays' per-frame footage columns: `footage_distance` (NaN without a face),
     `beyond_range` and the scalar `range_limit`; none where the range is not measured."""
-    footage = session.footage()
     if footage is None:
         return {}
     found = np.asarray(found, dtype=bool)
@@ -448,17 +447,17 @@ def reconstruct_video(
         batcher.flush()
         if batcher.faces == 0:
             raise FaceVAEError(f"no face found in any of its {frames} frames", video)
-        beyond = session.beyond_range()
+        footage = session.footage()
         if arrays_tmp is not None:
-            write_npz(arrays_tmp, **batcher.arrays(), **footage_arrays(session, batcher.found_rows), fps=np.float64(info.fps))
+            write_npz(arrays_tmp, **batcher.arrays(), **footage_arrays(footage, batcher.found_rows), fps=np.float64(info.fps))
         if collector is not None:
             with atomic_path(gaps) as gaps_tmp:
-                collector.png(gaps_tmp, video.name, session.mode, session.range_limit, nearest_actor_faces(model))
+                collector.png(gaps_tmp, video.name, session.mode, footage, nearest_actor_faces(model))
     return ReconstructSummary(
         input=video, output=output, frames=frames, with_face=batcher.faces, held=batcher.held,
         blank=batcher.blank, fps=info.fps, audio=audio_from is not None,
         seconds=time.perf_counter() - started, arrays=save_arrays,
-        beyond_range=int(beyond.sum()) if beyond is not None else None, gaps=gaps,
+        beyond_range=int(footage.beyond.sum()) if footage is not None else None, gaps=gaps,
     )  # fmt: skip
 
 

@@ -309,7 +309,6 @@ class Evaluation:
     clips: dict[str, DriverClip]
     mode: str = "seed"  # the driving mode the headline reports (transfer.mode)
     actor_frames: np.ndarray | None = field(default=None, repr=False)  # her clean training crops, in the model's codes order
-    range_limit: float | None = None  # the model's footage range (transfer assets), None when not stored
 
     @property
     def modes(self) -> list[str]:
@@ -378,11 +377,10 @@ def evaluate_model(
     if clips:
         metrics["target"] = target_report(metrics["transfer"], mode, target or TargetConfig(), set(held_out))
     assets = actor.transfer
-    limit = assets.info.get("range_limit") if assets is not None else None
     # the codes are her clean training frames in file order, as train_images are read (when it is that dataset)
     same_rows = assets is not None and assets.codes is not None and len(assets.codes) == len(train_images)
     frames = train_images if same_rows else None
-    return Evaluation(metrics, kl_dims, transfers, {c.name: c for c in clips}, mode, frames, limit)
+    return Evaluation(metrics, kl_dims, transfers, {c.name: c for c in clips}, mode, frames)
 
 
 # ---- the stage: model folder + dataset + driver clips -> reports, MLflow, champion -------------

@@ -17,6 +17,7 @@ from facevae.config import TargetConfig
 from facevae.evaluate import RECON_MODES, TARGET_CHECKS, Evaluation, target_bounds, target_values
 from facevae.expression import FEATURES
 from facevae.images import make_grid, save_png, upscale
+from facevae.transfer import Footage
 
 STRIP_FRAMES = 8
 GAP_FACES = 8  # beyond.png: faces per clip
@@ -161,13 +162,13 @@ def gap_window(faces: int) -> int:
 
 def gap_caption(evaluation: Evaluation, driver: str) -> str:
     rows = "driver, output" + (", the actor's nearest own frame" if evaluation.actor_frames is not None else "")
-    return gap_text(driver, evaluation.transfers[driver][evaluation.mode].footage.distance, evaluation.range_limit, rows)
+    return gap_text(driver, evaluation.transfers[driver][evaluation.mode].footage, rows)
 
 
-def gap_text(clip: str, distance: np.ndarray, limit: float, rows: str) -> str:
-    beyond = int((distance > limit).sum())
+def gap_text(clip: str, footage: Footage, rows: str) -> str:
+    distance, beyond = footage.distance, int(footage.beyond.sum())
     return (f"{clip}: {beyond} of {len(distance)} faces ({100 * beyond / len(distance):.0f}%) beyond the actor's footage, "
-            f"the farthest at {distance.max() / limit:.2f}x its range; rows = {rows}")
+            f"the farthest at {distance.max() / footage.limit:.2f}x its range; rows = {rows}")
 
 
 def beyond_png(evaluation: Evaluation, actor: str, path: Path) -> Path:
@@ -191,11 +192,9 @@ class FootageGaps:
     def __init__(self, window: int):
         self.window = max(1, window)
         self.best: dict[int, tuple[float, int, np.ndarray, np.ndarray, int]] = {}
-        self.distances: list[np.ndarray] = []
 
     def add(self, first: int, crops: np.ndarray, outputs: np.ndarray, distance: np.ndarray, nearest: np.ndarray) -> None:
         """Faces `first`, `first` + 1, ... of the clip (face indices, frames without a face not counted)."""
-        self.distances.append(np.asarray(distance, dtype=np.float64))
         for j, d in enumerate(distance):
             slot = (first + j) // self.window
             if slot not in self.best or d > self.best[slot][0]:
@@ -208,16 +207,16 @@ class FootageGaps:
         order = farthest_apart(distance, k, self.window, positions=np.array([face[1] for face in kept]))
         return [kept[i] for i in order]
 
-    def png(self, path: Path, clip: str, mode: str, limit: float, actor_faces: Callable[[np.ndarray], np.ndarray]) -> Path:
-        """The picture: driver, output (red frame beyond `limit`) and actor_faces(nearest code rows)."""
+    def png(self, path: Path, clip: str, mode: str, footage: Footage, actor_faces: Callable[[np.ndarray], np.ndarray]) -> Path:
+        """The picture: driver, output (red frame beyond the range) and actor_faces(nearest code rows);
+        `footage` is the whole clip's (DriveSession.footage), for the caption's counts."""
         faces = self.farthest()
         if not faces:
             raise ValueError("no face was driven")
         distance = np.array([face[0] for face in faces])
-        grid = gap_grid(np.stack([face[2] for face in faces]), np.stack([face[3] for face in faces]), distance > limit,
-                        actor_faces(np.array([face[4] for face in faces])))
-        caption = gap_text(clip, np.concatenate(self.distances), limit,
-                           "driver, output, the actor's nearest training frame as the model draws it")
+        grid = gap_grid(np.stack([face[2] for face in faces]), np.stack([face[3] for face in faces]),
+                        distance > footage.limit, actor_faces(np.array([face[4] for face in faces])))
+        caption = gap_text(clip, footage, "driver, output, the actor's nearest training frame as the model draws it")
         header = [f"facevae: driven by {clip} beyond the actor's footage ({mode}; red frame: beyond the range)"]
         return save_png(page(header, [(caption, Image.fromarray(grid))], width=len(caption) * 7 + 8), path)
 
