@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from facevae.cli import app
 from facevae.config import ExtractConfig
 from facevae.errors import FaceVAEError
-from facevae.extract import FaceRecord, choose_face, extract_actor, find_videos
+from facevae.extract import FaceRecord, choose_face, extract_actor, find_videos, summary_json
 from facevae.faces import LEFT_EYE, RIGHT_EYE, template_in_crop
 
 CFG = ExtractConfig(detect_width=256)
@@ -63,6 +63,18 @@ def test_astronaut_clip_is_extracted_and_aligned(clips, tmp_path):
         assert h5["kept"][:].tolist() == [1] * 12 and h5["frame"][:].tolist() == list(range(12))
     assert len(list((out / "crops").glob("astronaut_*.png"))) == 12
     assert sorted(p.name for p in tmp_path.iterdir()) == ["faces"]  # no temp folders left
+
+
+def test_the_same_clip_gives_byte_identical_outputs(clips, tmp_path):
+    """The folder is a DVC-cached output: timings go to the stage's report, never into the folder."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    summary = extract_actor([clips["astronaut"]], first, CFG, progress=False)
+    extract_actor([clips["astronaut"]], second, CFG, progress=False)
+    names = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    assert names and names == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
+    assert [n for n in names if (first / n).read_bytes() != (second / n).read_bytes()] == []
+    report = summary_json(summary)["videos"]["astronaut.mp4"]
+    assert report["seconds"] > 0 and report["frames_per_s"] > 0 and report["kept"] == 12
 
 
 def test_frames_after_a_cut_to_no_face_are_dropped_as_no_face(clips, tmp_path):

@@ -357,7 +357,8 @@ def finish_extraction(
         describe_crops(crops, frames, [r.name for r in results], cfg)
     frames.to_csv(out_dir / "frames.csv", index=False)
     summary = summarize(frames, results, out_dir, skipped)
-    (out_dir / "summary.json").write_text(json.dumps(summary_json(summary, results), indent=2) + "\n")
+    # Without timings: the folder is a DVC-cached output, and the same videos must give the same hash.
+    (out_dir / "summary.json").write_text(json.dumps(summary_json(summary, timings=False), indent=2) + "\n")
     return summary
 
 
@@ -513,12 +514,18 @@ def summarize(
     )
 
 
-def summary_json(summary: ExtractSummary, results) -> dict:
+TIMING_KEYS = ("seconds", "frames_per_s")
+
+
+def summary_json(summary: ExtractSummary, timings: bool = True) -> dict:
+    """Counts per video and in total; with `timings`, each video's seconds and frames/s too."""
+    videos = {name: {key: value for key, value in info.items() if timings or key not in TIMING_KEYS}
+              for name, info in summary.videos.items()}  # fmt: skip
     return {
         "totals": {"frames": summary.frames, "kept": summary.kept, "masked": summary.masked, "dropped": summary.dropped},
-        "videos": summary.videos,
+        "videos": videos,
         "skipped": summary.skipped,
-        "identity_samples": sum(len(r.samples) for r in results),
+        "identity_samples": sum(info["identity_samples"] for info in summary.videos.values()),
     }
 
 
