@@ -47,6 +47,7 @@ sweep: setup
 
 bench: setup
 	python bench/extract.py
+	python bench/extract_workers.py
 	python bench/train.py
 	python bench/ssim.py
 	python bench/reconstruct.py

@@ -77,6 +77,16 @@ def test_the_same_clip_gives_byte_identical_outputs(clips, tmp_path):
     assert report["seconds"] > 0 and report["frames_per_s"] > 0 and report["kept"] == 12
 
 
+def test_workers_change_nothing_in_the_outputs(clips, tmp_path):
+    """Videos extracted in parallel processes come back in order: the same bytes as one at a time."""
+    videos = [clips["alone_then_pair"], clips["astronaut"], clips["face_then_cut"]]
+    extract_actor(videos, tmp_path / "one", CFG, progress=False)
+    extract_actor(videos, tmp_path / "two", CFG.model_copy(update={"workers": 2}), progress=False)
+    names = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
+    assert len(names) > 3 and names == sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*") if p.is_file())
+    assert [n for n in names if (tmp_path / "one" / n).read_bytes() != (tmp_path / "two" / n).read_bytes()] == []
+
+
 def test_frames_after_a_cut_to_no_face_are_dropped_as_no_face(clips, tmp_path):
     extract_actor([clips["face_then_cut"]], tmp_path / "out", CFG, progress=False)
     frames, _ = read_outputs(tmp_path / "out")
@@ -159,15 +169,18 @@ def bad_and_good(clips, tmp_path):
     return folder
 
 
-def test_fail_policy_stops_at_the_bad_video_and_writes_nothing(bad_and_good, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_fail_policy_stops_at_the_bad_video_and_writes_nothing(bad_and_good, tmp_path, workers):
+    cfg = CFG.model_copy(update={"workers": workers})
     with pytest.raises(FaceVAEError, match="a_notes.mp4: not a readable video"):
-        extract_actor([bad_and_good], tmp_path / "out", CFG, progress=False)
+        extract_actor([bad_and_good], tmp_path / "out", cfg, progress=False)
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-def test_skip_policy_keeps_the_good_videos_work(bad_and_good, tmp_path):
-    cfg = CFG.model_copy(update={"on_error": "skip"})
+@pytest.mark.parametrize("workers", [1, 2])
+def test_skip_policy_keeps_the_good_videos_work(bad_and_good, tmp_path, workers):
+    cfg = CFG.model_copy(update={"on_error": "skip", "workers": workers})
     summary = extract_actor([bad_and_good], tmp_path / "out", cfg, progress=False)
     frames, summary_file = read_outputs(tmp_path / "out")
     assert set(summary_file["skipped"]) == {"a_notes.mp4", "b_cut.mp4"}

@@ -116,7 +116,7 @@ def extract_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder; it appears only when the run succeeds."),
     params: Path = ParamsOption,
     overrides: Optional[List[str]] = SetOption,
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="A progress bar per video."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="A progress bar per video (with extract.workers > 1, one bar over the videos)."),
 ):
     """Find, align and filter one actor's face in every frame of their videos.
 
@@ -130,6 +130,8 @@ def extract_cmd(
     - summary.json: counts per video and reason, and the videos skipped.  crops/: PNGs of the kept faces.
 
     Example: facevae extract data/raw/pexels --out data/faces/pexels --set extract.on_error=skip
+
+    Several videos: --set extract.workers=4 extracts four at once, one process each; the outputs are the same.
     """
     from facevae.extract import extract_actor
 

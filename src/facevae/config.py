@@ -99,6 +99,7 @@ class ExtractConfig(Section):
     scene_cut: float = Field(30.0, gt=0)
     on_error: Literal["fail", "skip"] = "fail"
     save_crops: bool = True
+    workers: int = Field(1, ge=1)  # videos extracted at once, each in its own process; the outputs do not change
 
 
 class BuildConfig(Section):

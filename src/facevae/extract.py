@@ -1,6 +1,6 @@
 """Extraction: an actor's videos -> aligned face crops, one table row per frame, with reasons.
 
-Two steps, so videos can later be processed in parallel:
+Two steps, so videos can be processed in parallel (`extract.workers` processes):
 
 1. `extract_video` (per video): decode, follow every face (full detection every
    `redetect_every` frames or when tracking looks wrong, a landmark re-fit in between), align,
@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -484,7 +486,7 @@ def describe_crops(crops: CropWriter, frames: pd.DataFrame, videos: list[str], c
     crops.add_dataset("frame", rows["frame"].to_numpy(np.int32))
     crops.add_dataset("kept", rows["kept"].to_numpy(np.uint8))
     crops.attrs["videos"] = json.dumps(videos)
-    crops.attrs["extract_params"] = json.dumps(cfg.model_dump(mode="json"))
+    crops.attrs["extract_params"] = json.dumps(cfg.model_dump(mode="json", exclude={"workers"}))
 
 
 def summarize(
@@ -541,20 +543,10 @@ def extract_actor(videos: list[Path], out_dir: Path, cfg: ExtractConfig, progres
     started = time.perf_counter()
     paths = find_videos(videos)
     out_dir = Path(out_dir)
-    aligner = FaceAligner.from_config(cfg)
-    encoder = FaceEncoder()
     with atomic_dir(out_dir) as tmp:
         parts = tmp / ".parts"
         parts.mkdir()
-        results, skipped = [], {}
-        for number, path in enumerate(paths):
-            try:
-                results.append(extract_video(path, cfg, parts / f"{number}.h5", aligner, encoder, progress))
-            except FaceVAEError as exc:
-                if cfg.on_error == "fail":
-                    raise
-                skipped[path.name] = str(exc)
-                (parts / f"{number}.h5").unlink(missing_ok=True)
+        results, skipped = extract_videos(paths, parts, cfg, progress)
         check_some_work(paths, results, skipped)
         summary = finish_extraction(results, tmp, cfg, skipped)
         shutil.rmtree(parts)
@@ -562,6 +554,71 @@ def extract_actor(videos: list[Path], out_dir: Path, cfg: ExtractConfig, progres
     summary.out_dir = out_dir
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def extract_videos(
+    paths: list[Path], parts: Path, cfg: ExtractConfig, progress: bool
+) -> tuple[list[VideoResult], dict[str, str]]:
+    """Step 1 for every video, each into its own part file, `cfg.workers` videos at a time.
+    Results come back in the order of `paths`, so the outputs do not depend on the workers."""
+    jobs = [(path, parts / f"{number}.h5") for number, path in enumerate(paths)]
+    workers = min(cfg.workers, len(jobs))
+    if workers == 1:
+        aligner, encoder = FaceAligner.from_config(cfg), FaceEncoder()
+        return gather(jobs, (video_job(path, part, cfg, progress, aligner, encoder) for path, part in jobs), cfg)
+    # spawn, not fork: the parent may hold torch's and dlib's threads, which a forked child inherits locked
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(video_job, path, part, cfg, False) for path, part in jobs]
+        with tqdm(total=len(jobs), desc=f"{len(jobs)} videos, {workers} workers", unit="video", disable=not progress) as bar:
+            try:
+                return gather(jobs, (finished(future, bar) for future in futures), cfg)
+            finally:
+                for future in futures:
+                    future.cancel()  # after a failure, videos not yet started are not started
+
+
+def finished(future, bar: tqdm):
+    outcome = future.result()
+    bar.update()
+    return outcome
+
+
+_WORKER_MODELS: dict[str, tuple[FaceAligner, FaceEncoder]] = {}
+
+
+def video_job(
+    path: Path,
+    part: Path,
+    cfg: ExtractConfig,
+    progress: bool,
+    aligner: FaceAligner | None = None,
+    encoder: FaceEncoder | None = None,
+) -> VideoResult | FaceVAEError:
+    """One video's step 1; its error is returned, not raised, so a worker's failure reaches
+    `gather` in order. A worker loads the dlib models once, for all the videos it is given."""
+    if aligner is None:
+        key = cfg.model_dump_json()
+        if key not in _WORKER_MODELS:
+            _WORKER_MODELS[key] = (FaceAligner.from_config(cfg), FaceEncoder())
+        aligner, encoder = _WORKER_MODELS[key]
+    try:
+        return extract_video(path, cfg, part, aligner, encoder, progress)
+    except FaceVAEError as exc:
+        return exc
+
+
+def gather(jobs: list[tuple[Path, Path]], outcomes, cfg: ExtractConfig) -> tuple[list[VideoResult], dict[str, str]]:
+    """Results in order; a failed video stops the run (`on_error: fail`) or is listed as skipped."""
+    results, skipped = [], {}
+    for (path, part), outcome in zip(jobs, outcomes):
+        if isinstance(outcome, FaceVAEError):
+            if cfg.on_error == "fail":
+                raise outcome
+            skipped[path.name] = str(outcome)
+            part.unlink(missing_ok=True)
+        else:
+            results.append(outcome)
+    return results, skipped
 
 
 def check_some_work(paths: list[Path], results: list[VideoResult], skipped: dict[str, str]) -> None:
