@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
+import os
+import signal
+import threading
+import time
 
 import h5py
 import numpy as np
@@ -85,6 +90,24 @@ def test_workers_change_nothing_in_the_outputs(clips, tmp_path):
     names = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
     assert len(names) > 3 and names == sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*") if p.is_file())
     assert [n for n in names if (tmp_path / "one" / n).read_bytes() != (tmp_path / "two" / n).read_bytes()] == []
+
+
+def test_a_killed_worker_is_a_clear_error_and_writes_nothing(clips, tmp_path):
+    """A worker that dies (as the kernel's out-of-memory killer would kill it) is named, not a traceback."""
+    def kill_the_first_worker():
+        deadline = time.monotonic() + 60
+        while not multiprocessing.active_children() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for child in multiprocessing.active_children()[:1]:
+            os.kill(child.pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_the_first_worker)
+    killer.start()
+    cfg = CFG.model_copy(update={"workers": 2})
+    with pytest.raises(FaceVAEError, match=r"\.mp4: a worker process died .* try fewer extract.workers"):
+        extract_actor([clips["astronaut"], clips["alone_then_pair"]], tmp_path / "out", cfg, progress=False)
+    killer.join()
+    assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == []
 
 
 def test_frames_after_a_cut_to_no_face_are_dropped_as_no_face(clips, tmp_path):

@@ -21,6 +21,7 @@ import multiprocessing
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -571,14 +572,30 @@ def extract_videos(
         futures = [pool.submit(video_job, path, part, cfg, False) for path, part in jobs]
         with tqdm(total=len(jobs), desc=f"{len(jobs)} videos, {workers} workers", unit="video", disable=not progress) as bar:
             try:
-                return gather(jobs, (finished(future, bar) for future in futures), cfg)
-            finally:
-                for future in futures:
-                    future.cancel()  # after a failure, videos not yet started are not started
+                return gather(jobs, (finished(future, path, bar) for (path, _), future in zip(jobs, futures)), cfg)
+            except BaseException:
+                stop_workers(pool, futures)
+                raise
 
 
-def finished(future, bar: tqdm):
-    outcome = future.result()
+def stop_workers(pool: ProcessPoolExecutor, futures: list) -> None:
+    """A failed run keeps nothing, so stop the videos in flight too. The executor has no public way
+    to: and once a worker has died, Python 3.11 can wait forever on the others at shutdown."""
+    for future in futures:
+        future.cancel()
+    processes = getattr(pool, "_processes", None) or {}
+    for process in list(processes.values()):
+        process.terminate()
+
+
+def finished(future, path: Path, bar: tqdm):
+    try:
+        outcome = future.result()
+    except BrokenProcessPool as exc:
+        raise FaceVAEError(
+            "a worker process died (killed, or out of memory) before this video was done; "
+            "try fewer extract.workers", path
+        ) from exc
     bar.update()
     return outcome
 
