@@ -566,9 +566,10 @@ def extract_videos(
     workers = min(cfg.workers, len(jobs))
     if workers == 1:
         aligner, encoder = FaceAligner.from_config(cfg), FaceEncoder()
-        return gather(jobs, (video_job(path, part, cfg, progress, aligner, encoder) for path, part in jobs), cfg)
+        return gather(jobs, (video_job(path, part, cfg, progress, (aligner, encoder)) for path, part in jobs), cfg)
     # spawn, not fork: the parent may hold torch's and dlib's threads, which a forked child inherits locked
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=spawn, initializer=load_worker_models, initargs=(cfg,)) as pool:
         futures = [pool.submit(video_job, path, part, cfg, False) for path, part in jobs]
         with tqdm(total=len(jobs), desc=f"{len(jobs)} videos, {workers} workers", unit="video", disable=not progress) as bar:
             try:
@@ -600,24 +601,21 @@ def finished(future, path: Path, bar: tqdm):
     return outcome
 
 
-_WORKER_MODELS: dict[str, tuple[FaceAligner, FaceEncoder]] = {}
+_worker_models: tuple[FaceAligner, FaceEncoder] | None = None  # set in each worker process
+
+
+def load_worker_models(cfg: ExtractConfig) -> None:
+    """The pool's initializer: a worker loads the dlib models once, for all the videos it is given."""
+    global _worker_models
+    _worker_models = (FaceAligner.from_config(cfg), FaceEncoder())
 
 
 def video_job(
-    path: Path,
-    part: Path,
-    cfg: ExtractConfig,
-    progress: bool,
-    aligner: FaceAligner | None = None,
-    encoder: FaceEncoder | None = None,
+    path: Path, part: Path, cfg: ExtractConfig, progress: bool, models: tuple[FaceAligner, FaceEncoder] | None = None
 ) -> VideoResult | FaceVAEError:
-    """One video's step 1; its error is returned, not raised, so a worker's failure reaches
-    `gather` in order. A worker loads the dlib models once, for all the videos it is given."""
-    if aligner is None:
-        key = cfg.model_dump_json()
-        if key not in _WORKER_MODELS:
-            _WORKER_MODELS[key] = (FaceAligner.from_config(cfg), FaceEncoder())
-        aligner, encoder = _WORKER_MODELS[key]
+    """One video's step 1 (with `models`, else the worker's); its error is returned, not raised,
+    so a worker's failure reaches `gather` in order."""
+    aligner, encoder = models or _worker_models
     try:
         return extract_video(path, cfg, part, aligner, encoder, progress)
     except FaceVAEError as exc:
