@@ -219,13 +219,13 @@ def test_the_range_limit_is_the_farthest_val_frame_and_flags_codes_beyond_it(mod
     assert assets.info["range_limit"] == pytest.approx(footage_distance(mu, assets.codes, CFG.snap_k).max())
     session = DriveSession(model, CFG, "blend")
     session(crops, landmarks)
-    beyond = session.beyond_range()
+    beyond = session.footage().beyond
     assert beyond.shape == (len(crops),) and beyond.dtype == bool
     # the same clip, driven past her footage: every code pushed far along its offset from the neutral
     pushed = DriveSession(model, CFG.model_copy(update={"relative_gain": 200.0, "landmark_gain": 200.0, "snap": 0.0}), "blend")
     pushed(crops, landmarks)
-    assert pushed.beyond_range().sum() > beyond.sum()
-    assert DriveSession(model, CFG, "seed").beyond_range() is None
+    assert pushed.footage().beyond.sum() > beyond.sum()
+    assert DriveSession(model, CFG, "seed").footage() is None
 
 
 def test_a_model_file_from_before_the_range_gets_it_from_its_val_frames(model, faces):
@@ -237,7 +237,7 @@ def test_a_model_file_from_before_the_range_gets_it_from_its_val_frames(model, f
     older.transfer = copy.deepcopy(model.transfer)
     for key in ("range_k", "range_limit"):
         del older.transfer.info[key]
-    assert DriveSession(older, CFG, "blend").beyond_range() is None  # in range: NaN, the check fails
+    assert DriveSession(older, CFG, "blend").footage() is None  # in range: NaN, the check fails
     assert not add_footage_range(older, crops[:0], CFG.snap_k)  # no val frames: nothing to measure
     assert add_footage_range(older, crops[val], CFG.snap_k)
     assert older.transfer.info["range_limit"] == pytest.approx(model.transfer.info["range_limit"], rel=1e-6)
@@ -249,14 +249,14 @@ def test_a_model_file_from_before_the_range_gets_it_from_its_val_frames(model, f
 def test_a_clip_translator_keeps_the_last_clips_range_flags(model, faces):
     crops, landmarks = faces
     translator = ClipTranslator(model, CFG, "blend")
-    assert translator.beyond_range is None
+    assert translator.footage is None
     translator.translate_clip(crops[:6], landmarks[:6])
-    assert translator.beyond_range.shape == (6,)
+    assert translator.footage.beyond.shape == (6,)
     translator.translate_clip(crops, landmarks)
-    assert translator.beyond_range.shape == (len(crops),)
+    assert translator.footage.beyond.shape == (len(crops),)
     distance, nearest = translator.footage.distance, translator.footage.nearest
     assert distance.shape == nearest.shape == (len(crops),)
-    np.testing.assert_array_equal(translator.beyond_range, distance > model.transfer.info["range_limit"])
+    np.testing.assert_array_equal(translator.footage.beyond, distance > model.transfer.info["range_limit"])
     assert 0 <= nearest.min() and nearest.max() < len(model.transfer.codes)
 
 

@@ -35,7 +35,7 @@ and stored in model.pt. A model file from before the codes were stored drives wi
 
 A session also measures how far each driven code lies from the actor's footage
 (`footage_distance`, to its `snap_k` nearest training codes, k as at training) and flags the codes farther than any
-of her own val frames (`info["range_limit"]`): `DriveSession.beyond_range`. Those are the frames
+of her own val frames (`info["range_limit"]`): `DriveSession.footage().beyond`. Those are the frames
 where the decoder extrapolates (blotchy, smeared faces): a driver making a face the actor never
 made on film.
 """
@@ -444,11 +444,6 @@ class DriveSession:
             return None
         return self.assets.info.get("range_limit")
 
-    def beyond_range(self) -> np.ndarray | None:
-        """(N,) bool over every face driven so far: the code lies beyond the actor's footage."""
-        footage = self.footage()
-        return None if footage is None else footage.beyond
-
     def footage(self) -> Footage | None:
         """Every face driven so far against the actor's footage; None where the range is not
         measured (the seed mode, older model files)."""
@@ -528,11 +523,6 @@ class ClipTranslator:
     def __init__(self, model, cfg: TransferConfig, mode: str):
         self.model, self.cfg, self.mode = model, cfg, check_mode(mode)
         self.footage: Footage | None = None  # of the last clip: DriveSession.footage
-
-    @property
-    def beyond_range(self) -> np.ndarray | None:
-        """Of the last clip: see DriveSession.beyond_range."""
-        return None if self.footage is None else self.footage.beyond
 
     def session(self) -> DriveSession:
         return DriveSession(self.model, self.cfg, self.mode)
