@@ -6,13 +6,14 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup demo test test-fast test-gpu bench sweep audit clean-demo help
+.PHONY: setup demo test test-fast test-gpu lint-imports bench sweep audit clean-demo help
 
 help:
 	@echo "make demo       set up .venv, fetch the sample clips, run 'dvc repro' end to end (CPU)"
 	@echo "make test       set up .venv and run every test (slow ones included)"
 	@echo "make test-fast  only the quick tests (-m 'not slow')"
 	@echo "make test-gpu   the CUDA training tests (-m gpu; skipped without a GPU)"
+	@echo "make lint-imports  the import contract: layers import downwards only, no cycles (pyproject.toml)"
 	@echo "make bench      run the speed benchmarks in bench/"
 	@echo "make sweep      Optuna hyperparameter sweep on the pexels sample (ACTOR=, TRIALS=, WORKERS=)"
 	@echo "make audit      expression r read by a second landmark model (MediaPipe FaceMesh, own venv; ACTOR=)"
@@ -22,17 +23,20 @@ setup: $(VENV)/.setup-stamp
 $(VENV)/.setup-stamp: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[test,sweep,pipeline]"
 	touch $@
 
 demo: setup
 	dvc repro
 
-test: setup
+test: setup lint-imports
 	pytest
 
-test-fast: setup
-	pytest -m "not slow"
+test-fast: setup lint-imports
+	pytest -m "not slow and not network"
+
+lint-imports: setup
+	lint-imports
 
 test-gpu: setup
 	pytest -m gpu -v

@@ -7,8 +7,8 @@ an unrelated landmark model and prints, per clip and feature, the r and gain it 
 
 It runs in its own environment (`make audit`: `.venv-audit` with mediapipe==0.10.21, which pins
 numpy<2 and cannot share facevae's). facevae is not installed there: from this checkout's `src/` it
-takes only two modules that need nothing but numpy, `facevae.expression` (the evaluation's own eye levelling,
-r and gain) and `facevae.atomic` (the write). Its input is the `.npz` that `facevae reconstruct
+takes only two modules that need nothing but numpy, `facevae.faces.expression` (the evaluation's own eye levelling,
+r and gain) and `facevae.core.atomic` (the write). Its input is the `.npz` that `facevae reconstruct
 --save-arrays` writes (`driver`, `output` uint8 (N, S, S, 3), `found`).
 
     python audit/second_reader.py out.npz [more.npz ...] [--max-frames 600] [--json audit.json]
@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from facevae.atomic import atomic_path  # noqa: E402  (numpy and the standard library only)
-from facevae.expression import eyes_level, gain, mean_r, pearson_r  # noqa: E402
+from facevae.core.atomic import atomic_path
+from facevae.faces.expression import eyes_level, gain, mean_r, pearson_r
 
 FEATURES = ("mouth_open", "mouth_width", "eye_open", "brow_height")
 # FaceMesh indices (478 points with refine_landmarks): iris centres, inner lip midpoints, inner

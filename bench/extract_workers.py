@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from facevae.config import load_params
-from facevae.extract import extract_actor
+from facevae.core.config import load_params
+from facevae.extract.extractor import extract_actor
 
 CLIP_CANDIDATES = [Path("data/raw/pexels/WolfgangLanger_Pexels.mp4"), Path("data/drivers/woman2.mp4")]
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from facevae import extract
-from facevae.config import load_params
+from facevae.core.config import load_params
+from facevae.extract import extractor as extract
 
 LABELS = Path("tests/data/pexels_occlusion_labels.csv")
 CLEAN = {"feat": [Path("data/raw/feat")], "single_face": [Path("data/drivers/single_face.mp4")]}

@@ -5,7 +5,7 @@
 Both pipelines decode, find and align the driver's face, encode (mu), decode, compose the
 side-by-side frame and encode the output video (same writer, same codec, audio copied).
 
-- ours: `facevae.drive.reconstruct_video`: detection at extract.detect_width every
+- ours: `facevae.apps.reconstruct.reconstruct_video`: detection at extract.detect_width every
   extract.redetect_every frames with landmark tracking in between (the extraction tracker),
   the network called on 32 faces at a time.
 - baseline: full-resolution HOG detection on every frame (upsample 0, which finds the same
@@ -28,13 +28,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facevae.config import load_params
-from facevae.drive import PIPELINE_TORCH_THREADS, aligner_for, iter_video_faces, reconstruct_video, torch_threads
-from facevae.faces import FaceAligner, HogDetector
-from facevae.inference import ActorModel, CropGeometry
-from facevae.model import build_model
-from facevae.render import SideBySide, driver_panel, enlarge
-from facevae.video import VideoWriter, iter_frames, probe
+from facevae.apps.reconstruct import (
+    PIPELINE_TORCH_THREADS,
+    reconstruct_video,
+    torch_threads,
+)
+from facevae.apps.render import SideBySide, driver_panel, enlarge
+from facevae.core.config import load_params
+from facevae.data.video import VideoWriter, iter_frames, probe
+from facevae.extract.drivers import aligner_for, iter_video_faces
+from facevae.faces.align import FaceAligner
+from facevae.faces.crop import CropGeometry
+from facevae.faces.detect import HogDetector
+from facevae.model.vae import build_model
+from facevae.transfer.actor import ActorModel
 
 COMPOSE_FRAMES = 200
 CLIP_CANDIDATES = [Path("data/raw/pexels/WolfgangLanger_Pexels.mp4"), Path("data/drivers/single_face.mp4")]
@@ -114,7 +121,7 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--stages", action="store_true", help="also time each stage on its own")
-    parser.add_argument("--mode", default="seed", help="driving mode (facevae.transfer): seed | normalised | relative | "
+    parser.add_argument("--mode", default="seed", help="driving mode (facevae.transfer.drive): seed | normalised | relative | "
                         "landmark | blend; non-seed modes need --model (a trained model.pt with transfer statistics)")
     parser.add_argument("--model", help="a trained model.pt instead of random weights")
     args = parser.parse_args()

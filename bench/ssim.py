@@ -1,5 +1,5 @@
 """The SSIM loss term: the 11x11 Gaussian as one 2-D depthwise conv per moment (baseline, the form
-used up to 91c2776) against facevae.model.ssim_map (five moments stacked, the Gaussian applied as two matrix
+used up to 91c2776) against facevae.model.losses.ssim_map (five moments stacked, the Gaussian applied as two matrix
 products with the reflect padding folded in). Forward + backward on a training-sized batch, then
 whole training steps (model, loss, Adam; params.yaml's model) with each form, interleaved, same run.
 
@@ -15,10 +15,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-import facevae.model
-from facevae.config import load_params
-from facevae.model import SSIM_C1, SSIM_C2, SSIM_RADIUS, SSIM_SIGMA, ssim_map, vae_loss
-from facevae.train import build_optimizer, build_training_model, resolve_device
+import facevae.model.losses
+from facevae.core.config import load_params
+from facevae.model.losses import (
+    SSIM_C1,
+    SSIM_C2,
+    SSIM_RADIUS,
+    SSIM_SIGMA,
+    ssim_map,
+    vae_loss,
+)
+from facevae.training.loop import build_optimizer, build_training_model, resolve_device
 
 
 def ssim_map_2d(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -67,7 +74,7 @@ def training_step_seconds(ssim_forms: dict, batch: int, repeats: int) -> dict[st
     try:
         for block in range(4):
             for name, form in ssim_forms.items():
-                facevae.model.ssim_map = form  # vae_loss looks the function up at call time
+                facevae.model.losses.ssim_map = form  # vae_loss looks the function up at call time
                 for _ in range(2 if block == 0 else 0):  # warm-up
                     step()
                 started = time.perf_counter()
@@ -75,7 +82,7 @@ def training_step_seconds(ssim_forms: dict, batch: int, repeats: int) -> dict[st
                     step()
                 best[name] = min(best[name], (time.perf_counter() - started) / repeats)
     finally:
-        facevae.model.ssim_map = ssim_map
+        facevae.model.losses.ssim_map = ssim_map
     return best
 
 

@@ -9,7 +9,7 @@ Plain: torch DataLoader over a Dataset that reads one sample at a time from the 
 (random mirror per sample), NCHW fp32, stock nn.ConvTranspose2d, torch.optim.Adam defaults.
 The HDF5 file's chunks hold 256 gzip'd crops, so each per-sample read inflates a whole chunk:
 the same plain loop over data preloaded in memory is printed too, to separate the two effects.
-Ours: facevae.train.run_training as `facevae train` runs it (in-memory uint8 split, batched
+Ours: facevae.training.loop.run_training as `facevae train` runs it (in-memory uint8 split, batched
 mirror, channels_last, matrix/phase forms of the slow transposed convs, fused Adam), including
 its per-epoch validation and checkpoint, which are not counted in images/s. The decoder phase
 (`train.decoder_epochs`, with its discriminator) is left out: the plain loop has none.
@@ -37,9 +37,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from facevae.config import load_params
-from facevae.model import VAE, Deconv, flops_per_image, vae_loss
-from facevae.train import resolve_device, run_training
+from facevae.core.config import load_params
+from facevae.model.flops import flops_per_image
+from facevae.model.losses import vae_loss
+from facevae.model.vae import VAE, Deconv
+from facevae.training.loop import resolve_device, run_training
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,7 +103,7 @@ class InMemory(torch.utils.data.Dataset):
     """The same per-item Dataset over a preloaded uint8 array: isolates the HDF5 reads' share."""
 
     def __init__(self, path: Path):
-        from facevae.dataset import read_split
+        from facevae.data.dataset import read_split
 
         self.images = torch.from_numpy(read_split(path, "train")).permute(0, 3, 1, 2)
 

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from facevae.atomic import atomic_path
-from facevae.config import Params, load_params
-from facevae.errors import FaceVAEError
+from facevae.core.atomic import atomic_path
+from facevae.core.config import Params, load_params
+from facevae.core.errors import FaceVAEError
 
 
 def stage_main(description: str, body: Callable[[Params, str], None], needs_actor: bool = True) -> None:

@@ -5,9 +5,9 @@ from pathlib import Path
 
 from _common import stage_main, write_json
 
-from facevae.coverage import read_frames, write_coverage
-from facevae.curation import curation_path
-from facevae.dataset import build_actor_dataset
+from facevae.data.coverage import read_frames, write_coverage
+from facevae.data.curation import curation_path
+from facevae.data.dataset import build_actor_dataset
 
 
 def run(params, actor):

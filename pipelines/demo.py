@@ -15,10 +15,11 @@ from pathlib import Path
 
 from _common import stage_main, write_json
 
-from facevae.drive import reconstruct_video, render_samples, render_walk, walk_endpoints
-from facevae.errors import FaceVAEError
-from facevae.inference import ActorModel
-from facevae.transfer import default_mode
+from facevae.apps.reconstruct import reconstruct_video
+from facevae.apps.walk import render_samples, render_walk, walk_endpoints
+from facevae.core.errors import FaceVAEError
+from facevae.transfer.actor import ActorModel
+from facevae.transfer.drive import default_mode
 
 
 def run(params, actor):

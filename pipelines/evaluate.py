@@ -4,8 +4,8 @@ from pathlib import Path
 
 from _common import stage_main
 
-from facevae.errors import FaceVAEError
-from facevae.evaluate import run_evaluation
+from facevae.core.errors import FaceVAEError
+from facevae.evaluation.stage import run_evaluation
 
 
 def run(params, actor):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from _common import stage_main, write_json
 
-from facevae.extract import extract_actor, find_videos, summary_json
+from facevae.extract.extractor import extract_actor, find_videos, summary_json
 
 
 def run(params, actor):

@@ -2,7 +2,7 @@
 
 from _common import stage_main
 
-from facevae.samples import fetch_samples
+from facevae.data.samples import fetch_samples
 
 
 def run(params, _actor):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from _common import stage_main
 
-from facevae.train import train
+from facevae.training.run import train
 
 
 def run(params, actor):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from facevae.config import SamplesConfig
-from facevae.samples import fetch_samples
+from facevae.core.config import SamplesConfig
+from facevae.data.samples import fetch_samples
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +29,13 @@ def sample_clips_dir(sample_layout, tmp_path_factory) -> Path:
     for clip in [*sample_layout.raw_dir.glob("*/*"), *sample_layout.drivers_dir.glob("*")]:
         shutil.copy(clip, flat / clip.name)
     return flat
+
+
+NETWORK_FIXTURES = {"sample_layout", "sample_clips_dir"}
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that need the sample packages (fetched from PyPI / npm unless cached) are `network`."""
+    for item in items:
+        if NETWORK_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.network)

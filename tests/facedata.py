@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 from skimage.data import astronaut
 
-from facevae.dataset import write_dataset
+from facevae.data.dataset import write_dataset
 
 
 def face_crops(n: int, size: int = 64) -> np.ndarray:

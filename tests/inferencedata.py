@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 from facedata import face_crops
 
-from facevae.config import ExtractConfig, validate_params
-from facevae.dataset import write_dataset
-from facevae.tracking import environment_kept
-from facevae.train import train
+from facevae.core.config import ExtractConfig, validate_params
+from facevae.data.dataset import write_dataset
+from facevae.tracking.runs import environment_kept
+from facevae.training.run import train
 
 ACTOR = "pexels"
 N_TRAIN, N_VAL = 40, 8

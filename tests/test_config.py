@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from facevae.config import Params, flatten, load_params
-from facevae.errors import FaceVAEError
+from facevae.core.config import Params, flatten, load_params
+from facevae.core.errors import FaceVAEError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""Expression coverage (facevae.coverage) on faces extracted from real clips: groups, summary,
+"""Expression coverage (facevae.data.coverage) on faces extracted from real clips: groups, summary,
 outputs of the build stage and the review page."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import pytest
 from media import astronaut_frames, coffee_frames, write_clip
 from PIL import Image
 
-from facevae import coverage
-from facevae.config import BuildConfig, ExtractConfig
-from facevae.coverage import (
+from facevae.core.config import BuildConfig, ExtractConfig
+from facevae.data import coverage
+from facevae.data.coverage import (
     frame_features,
     metrics,
     plot_rows,
@@ -27,11 +27,11 @@ from facevae.coverage import (
     summary,
     write_coverage,
 )
-from facevae.curation import apply_curation, load_curation
-from facevae.dataset import build_actor_dataset
-from facevae.expression import EXPRESSION_FEATURES, expression_features
-from facevae.extract import extract_actor
-from facevae.review import write_review
+from facevae.data.curation import apply_curation, load_curation
+from facevae.data.dataset import build_actor_dataset
+from facevae.data.review import write_review
+from facevae.extract.extractor import extract_actor
+from facevae.faces.expression import EXPRESSION_FEATURES, expression_features
 
 REPO = Path(__file__).resolve().parents[1]
 CURATION = 'exclude: [{video: pair.mp4, frames: "2-3"}]\nkeep: [{video: pair.mp4, frames: 20}]\n'

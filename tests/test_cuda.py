@@ -10,15 +10,15 @@ import os
 import numpy as np
 import pytest
 import torch
-
-from facevae.config import validate_params
-from facevae.dataset import read_split
-from facevae.inference import ActorModel, CropGeometry
-from facevae.model import load_model
-from facevae.tracking import face_grids
-from facevae.train import CHECKPOINT, resolve_precision, run_training
-
 from facedata import write_face_dataset
+
+from facevae.core.config import validate_params
+from facevae.data.dataset import read_split
+from facevae.faces.crop import CropGeometry
+from facevae.model.files import load_model
+from facevae.tracking.runs import face_grids
+from facevae.training.loop import CHECKPOINT, resolve_precision, run_training
+from facevae.transfer.actor import ActorModel
 
 # cuBLAS reads this when its first handle is made: set before any CUDA work, for the determinism test
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

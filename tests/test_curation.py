@@ -12,11 +12,16 @@ from test_dataset import write_fake_extract
 from typer.testing import CliRunner
 
 from facevae.cli import app
-from facevae.config import BuildConfig
-from facevae.curation import EMPTY_TEMPLATE, apply_curation, load_curation, parse_frames
-from facevae.dataset import build_actor_dataset
-from facevae.errors import FaceVAEError
-from facevae.review import review_groups, write_review
+from facevae.core.config import BuildConfig
+from facevae.core.errors import FaceVAEError
+from facevae.data.curation import (
+    EMPTY_TEMPLATE,
+    apply_curation,
+    load_curation,
+    parse_frames,
+)
+from facevae.data.dataset import build_actor_dataset
+from facevae.data.review import review_groups, write_review
 
 # write_fake_extract: 40 crops; a.mp4 frames 0-19 then b.mov frames 0-19; every 4th row dropped as blur
 # (a.mp4 frames 0, 4, 8, 12, 16; b.mov frames 0, 4, 8, 12, 16), 30 kept.

@@ -8,9 +8,16 @@ import pytest
 from PIL import Image
 from skimage.data import astronaut
 
-from facevae.config import BuildConfig
-from facevae.dataset import SPLITS, assign_split, build_actor_dataset, images_to_hdf5, read_split, read_split_masks
-from facevae.errors import FaceVAEError
+from facevae.core.config import BuildConfig
+from facevae.core.errors import FaceVAEError
+from facevae.data.dataset import (
+    SPLITS,
+    assign_split,
+    build_actor_dataset,
+    images_to_hdf5,
+    read_split,
+    read_split_masks,
+)
 
 
 def face_crops(n: int, size: int = 64) -> np.ndarray:
@@ -135,8 +142,8 @@ def test_build_masks_the_lower_face_of_occluded_mouth_frames_only(tmp_path):
 
 
 def test_driving_statistics_are_fitted_on_clean_frames_only(tmp_path):
-    from facevae.config import TransferConfig
-    from facevae.transfer import fit_transfer_from_dataset
+    from facevae.core.config import TransferConfig
+    from facevae.transfer.fit import fit_transfer_from_dataset
 
     write_fake_extract(tmp_path / "faces", n=40, kept_every=100)
     table = pd.read_csv(tmp_path / "faces" / "frames.csv", keep_default_na=False)

@@ -18,15 +18,16 @@ from media import write_clip
 from PIL import Image
 from typer.testing import CliRunner
 
+from facevae.apps.reconstruct import reconstruct, reconstruct_video
+from facevae.apps.render import SideBySide, border_px
 from facevae.cli import app
-from facevae.config import ExtractConfig
-from facevae.drive import align_driver, aligner_for, reconstruct, reconstruct_video
-from facevae.errors import FaceVAEError
-from facevae.extract import extract_video
-from facevae.faces import FaceEncoder
-from facevae.inference import ActorModel
-from facevae.render import SideBySide, border_px
-from facevae.video import iter_frames, probe
+from facevae.core.config import ExtractConfig
+from facevae.core.errors import FaceVAEError
+from facevae.data.video import iter_frames, probe
+from facevae.extract.drivers import align_driver, aligner_for
+from facevae.extract.extractor import extract_video
+from facevae.faces.detect import FaceEncoder
+from facevae.transfer.actor import ActorModel
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = ExtractConfig()

@@ -4,13 +4,18 @@
 import numpy as np
 import pytest
 
-from facevae.config import BuildConfig, load_params
-from facevae.dataset import build_actor_dataset, read_split
-from facevae.evaluate import DriverClip, OutputFaceReader, evaluate_transfer, transfer_scores
-from facevae.expression import FEATURES
-from facevae.extract import extract_actor
-from facevae.baselines import NearestNeighbour
-from facevae.transfer import Footage
+from facevae.core.config import BuildConfig, load_params
+from facevae.data.dataset import build_actor_dataset, read_split
+from facevae.evaluation.baselines import NearestNeighbour
+from facevae.evaluation.scoring import (
+    DriverClip,
+    OutputFaceReader,
+    evaluate_transfer,
+    transfer_scores,
+)
+from facevae.extract.extractor import extract_actor
+from facevae.faces.expression import FEATURES
+from facevae.transfer.footage import Footage
 
 
 def test_scores_of_a_perfect_copy_and_of_a_frozen_face():
@@ -57,7 +62,7 @@ def test_nearest_neighbour_of_the_actor_herself_scores_high_and_a_frozen_face_sc
 def test_metrics_json_is_strict_json():
     import json
 
-    from facevae.report import json_safe
+    from facevae.evaluation.report import json_safe
 
     text = json.dumps(json_safe({"r": float("nan"), "n": [np.float32(0.5), np.int64(3)], "g": float("inf")}),
                       allow_nan=False)
@@ -70,7 +75,7 @@ def test_driver_frames_with_a_covered_mouth_are_found_and_not_scored(woman_faces
     clip finds the frames extraction masked, and only the others are scored."""
     import h5py
 
-    from facevae.occlusion import occluded_frames
+    from facevae.faces.occlusion import occluded_frames
 
     params, train, h5 = woman_faces
     with h5py.File(h5) as f:
@@ -94,7 +99,7 @@ def test_the_ceiling_row_is_the_driver_itself_and_drops_on_a_low_resolution_driv
     when the same faces come from a low-resolution source, as the landmark reader then guesses."""
     import cv2
 
-    from facevae.evaluate import copy_driver
+    from facevae.evaluation.scoring import copy_driver
 
     params, train, h5 = woman_faces
     import h5py
@@ -114,7 +119,7 @@ def test_the_ceiling_row_is_the_driver_itself_and_drops_on_a_low_resolution_driv
 def test_expression_match_returns_the_actor_frame_of_the_same_expression(woman_faces):
     """The coverage row: driven by the actor's own frames (offsets from the same neutral frame), each
     frame's closest expression is itself, and on a reordered clip it follows the reordering."""
-    from facevae.baselines import ExpressionMatch
+    from facevae.evaluation.baselines import ExpressionMatch
 
     params, train, h5 = woman_faces
     landmarks = read_split(h5, "train", field="landmarks")
@@ -147,8 +152,8 @@ def clip_scores(**changes) -> dict:
     ({"sharpness": float("nan"), "r_brow_height": float("nan")}, {"sharpness", "every_feature"}),
 ])
 def test_each_part_of_the_target_fails_on_its_own(changes, failed):
-    from facevae.config import TargetConfig
-    from facevae.evaluate import TARGET_CHECKS, target_checks
+    from facevae.core.config import TargetConfig
+    from facevae.evaluation.target import TARGET_CHECKS, target_checks
 
     checks = target_checks(clip_scores(**changes), TargetConfig())
     assert list(checks) == list(TARGET_CHECKS)
@@ -156,8 +161,8 @@ def test_each_part_of_the_target_fails_on_its_own(changes, failed):
 
 
 def test_the_target_summary_counts_the_held_out_clips_only():
-    from facevae.config import TargetConfig
-    from facevae.evaluate import target_report
+    from facevae.core.config import TargetConfig
+    from facevae.evaluation.target import target_report
 
     transfer = {
         "stranger.mp4": {"blend": clip_scores(), "seed": clip_scores(sharpness=0.1)},
@@ -177,9 +182,10 @@ def test_the_target_summary_counts_the_held_out_clips_only():
 def test_the_report_shows_the_target_table_with_failures_marked(tmp_path):
     import json
 
-    from facevae.config import TargetConfig
-    from facevae.evaluate import DriverClip, Evaluation, TransferResult, target_report
-    from facevae.report import write_reports
+    from facevae.core.config import TargetConfig
+    from facevae.evaluation.report import write_reports
+    from facevae.evaluation.scoring import DriverClip, Evaluation, TransferResult
+    from facevae.evaluation.target import target_report
 
     rng = np.random.default_rng(0)
     faces = rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
@@ -204,8 +210,9 @@ def test_the_report_shows_the_target_table_with_failures_marked(tmp_path):
 
 
 def test_the_strips_frame_the_faces_driven_beyond_the_footage_in_red():
-    from facevae.evaluate import DriverClip, Evaluation, TransferResult
-    from facevae.report import BEYOND_COLOUR, strip
+    from facevae.evaluation.gaps import BEYOND_COLOUR
+    from facevae.evaluation.report import strip
+    from facevae.evaluation.scoring import DriverClip, Evaluation, TransferResult
 
     faces = np.full((8, 64, 64, 3), 128, np.uint8)
     beyond = np.array([0, 1, 0, 0, 1, 0, 0, 0], bool)
@@ -223,8 +230,13 @@ def test_the_strips_frame_the_faces_driven_beyond_the_footage_in_red():
 
 
 def test_the_footage_gaps_show_the_farthest_faces_first_with_her_nearest_frame(tmp_path):
-    from facevae.evaluate import DriverClip, Evaluation, TransferResult
-    from facevae.report import BEYOND_COLOUR, GAP_FACES, beyond_png, footage_gaps
+    from facevae.evaluation.gaps import (
+        BEYOND_COLOUR,
+        GAP_FACES,
+        beyond_png,
+        footage_gaps,
+    )
+    from facevae.evaluation.scoring import DriverClip, Evaluation, TransferResult
 
     n = 10
     driver = np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((n, 64, 64, 3), np.uint8)  # face i is grey i
@@ -255,7 +267,7 @@ def test_the_footage_gaps_show_the_farthest_faces_first_with_her_nearest_frame(t
 
 
 def test_the_farthest_faces_are_taken_from_different_moments():
-    from facevae.report import farthest_apart
+    from facevae.evaluation.gaps import farthest_apart
 
     distance = np.array([9.0, 8.9, 8.8, 1.0, 1.0, 7.0, 6.9, 1.0, 5.0, 1.0])
     assert farthest_apart(distance, 3, gap=1).tolist() == [0, 1, 2]
@@ -264,7 +276,7 @@ def test_the_farthest_faces_are_taken_from_different_moments():
 
 
 def test_the_streamed_gap_picture_keeps_a_face_per_window_whatever_the_chunks(tmp_path):
-    from facevae.report import FootageGaps, farthest_apart
+    from facevae.evaluation.gaps import FootageGaps, farthest_apart
 
     rng = np.random.default_rng(5)
     n, window = 300, 20

@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from facevae.expression import FEATURES, expression_features, gain, mean_r, pearson_r
+from facevae.faces.expression import (
+    FEATURES,
+    expression_features,
+    gain,
+    mean_r,
+    pearson_r,
+)
 
 
 def neutral_face() -> np.ndarray:

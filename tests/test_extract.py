@@ -16,10 +16,17 @@ from media import astronaut_frames, coffee_frames, truncate, write_clip
 from typer.testing import CliRunner
 
 from facevae.cli import app
-from facevae.config import ExtractConfig
-from facevae.errors import FaceVAEError
-from facevae.extract import FaceRecord, choose_face, extract_actor, find_videos, summary_json
-from facevae.faces import LEFT_EYE, RIGHT_EYE, template_in_crop
+from facevae.core.config import ExtractConfig
+from facevae.core.errors import FaceVAEError
+from facevae.extract.extractor import (
+    FaceRecord,
+    choose_face,
+    extract_actor,
+    find_videos,
+    summary_json,
+)
+from facevae.faces.align import template_in_crop
+from facevae.faces.landmarks import SUBJECT_LEFT_EYE, SUBJECT_RIGHT_EYE
 
 CFG = ExtractConfig(detect_width=256)
 
@@ -55,7 +62,7 @@ def test_astronaut_clip_is_extracted_and_aligned(clips, tmp_path):
     # full detection on the first frame, landmark tracking on the others
     assert frames["detected"].tolist() == [1] + [0] * 11
     template = template_in_crop(CFG.crop_size, CFG.coverage)
-    for eye in (LEFT_EYE, RIGHT_EYE):
+    for eye in (SUBJECT_RIGHT_EYE, SUBJECT_LEFT_EYE):
         xs = frames[[f"lm_x{i}" for i in range(68)[eye]]].to_numpy().mean(axis=1)
         ys = frames[[f"lm_y{i}" for i in range(68)[eye]]].to_numpy().mean(axis=1)
         centre = template[eye].mean(axis=0)
@@ -93,9 +100,9 @@ def test_workers_change_nothing_in_the_outputs(clips, tmp_path):
 KILL_A_WORKER = """
 import multiprocessing, os, signal, sys, threading, time
 from pathlib import Path
-from facevae.config import ExtractConfig
-from facevae.errors import FaceVAEError
-from facevae.extract import extract_actor
+from facevae.core.config import ExtractConfig
+from facevae.core.errors import FaceVAEError
+from facevae.extract.extractor import extract_actor
 
 def kill_the_first_worker():
     while not multiprocessing.active_children():

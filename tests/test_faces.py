@@ -8,24 +8,25 @@ import pytest
 import skimage.data
 from media import astronaut_frames
 
-from facevae.errors import FaceVAEError
-from facevae.faces import (
-    LEFT_EYE,
-    RIGHT_EYE,
+from facevae.core.errors import FaceVAEError
+from facevae.faces.align import (
     TEMPLATE_68,
-    CnnDetector,
     FaceAligner,
-    FaceEncoder,
-    HogDetector,
-    box_iou,
     eye_centres,
-    model_path,
     pose_measures,
     template_in_crop,
-    to_grey,
     transform_points,
     umeyama,
 )
+from facevae.faces.detect import (
+    CnnDetector,
+    FaceEncoder,
+    HogDetector,
+    box_iou,
+    model_path,
+    to_grey,
+)
+from facevae.faces.landmarks import SUBJECT_LEFT_EYE, SUBJECT_RIGHT_EYE
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,7 @@ def test_no_face_in_a_cup_of_coffee(aligner):
 
 def assert_eyes_on_template(face, crop_size=64, coverage=1.6, tolerance_px=2.5):
     template = template_in_crop(crop_size, coverage)
-    for eye in (LEFT_EYE, RIGHT_EYE):
+    for eye in (SUBJECT_RIGHT_EYE, SUBJECT_LEFT_EYE):
         assert np.linalg.norm(face.landmarks[eye].mean(axis=0) - template[eye].mean(axis=0)) < tolerance_px
 
 

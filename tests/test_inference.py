@@ -8,10 +8,13 @@ import torch
 from inferencedata import tiny_model
 from typer.testing import CliRunner
 
+from facevae.apps.walk import latent_path
 from facevae.cli import app
-from facevae.config import ExtractConfig, validate_params
-from facevae.errors import FaceVAEError
-from facevae.inference import ActorModel, CropGeometry, latent_path, model_crop, model_uri, requested_crop
+from facevae.core.config import ExtractConfig, validate_params
+from facevae.core.errors import FaceVAEError
+from facevae.faces.crop import CropGeometry
+from facevae.tracking.models import load_actor_model, model_uri
+from facevae.transfer.actor import ActorModel, model_crop, requested_crop
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +54,7 @@ def test_every_way_of_naming_a_model_loads_the_same_network(tiny, params, model,
         f"runs:/{tiny.run_id}/model",
     ]
     for name in names:
-        loaded = ActorModel.load(name, params)
+        loaded = load_actor_model(name, params)
         assert loaded.actor == "pexels" and loaded.crop == CropGeometry(64, 2.2)
         np.testing.assert_allclose(loaded.encode(faces), expected, rtol=1e-5, atol=1e-5)
     assert model_uri("pexels") == "models:/facevae-pexels@champion"
@@ -61,7 +64,7 @@ def test_every_way_of_naming_a_model_loads_the_same_network(tiny, params, model,
 def test_unknown_model_uri_lists_the_registered_models(params):
     for name in ("feat", "models:/facevae-pexels@nope", "models:/facevae-pexels/9", "runs:/0123abc/model"):
         with pytest.raises(FaceVAEError) as err:
-            ActorModel.load(name, params)
+            load_actor_model(name, params)
         message = str(err.value)
         assert "\n" not in message
         assert "registered models: models:/facevae-pexels@champion (v1), models:/facevae-pexels/1" in message
@@ -71,13 +74,13 @@ def test_missing_store_or_file_is_a_clear_error_and_creates_nothing(tmp_path):
     store = tmp_path / "nowhere" / "mlflow.db"
     params = validate_params({"mlflow": {"tracking_uri": f"sqlite:///{store}"}})
     with pytest.raises(FaceVAEError, match="does not exist"):
-        ActorModel.load("pexels", params)
+        load_actor_model("pexels", params)
     assert not store.parent.exists()
     with pytest.raises(FaceVAEError, match="no such model file"):
-        ActorModel.load(str(tmp_path / "missing.pt"), params)
+        load_actor_model(str(tmp_path / "missing.pt"), params)
     (tmp_path / "notes.pt").write_text("not a model")
     with pytest.raises(FaceVAEError, match="not a facevae model file"):
-        ActorModel.load(str(tmp_path / "notes.pt"), params)
+        load_actor_model(str(tmp_path / "notes.pt"), params)
 
 
 def test_crop_geometry_comes_from_the_model_file_else_params():

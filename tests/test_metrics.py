@@ -2,8 +2,13 @@ import numpy as np
 import pytest
 from skimage.data import astronaut
 
-from facevae.baselines import NearestNeighbour, PCABaseline
-from facevae.metrics import active_dimensions, kl_per_dimension, laplacian_sharpness, reconstruction_metrics
+from facevae.evaluation.baselines import NearestNeighbour, PCABaseline
+from facevae.evaluation.metrics import (
+    active_dimensions,
+    kl_per_dimension,
+    laplacian_sharpness,
+    reconstruction_metrics,
+)
 
 
 def crops(n=20, size=32, step=3):

@@ -6,23 +6,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from facevae.config import ModelConfig
-from facevae.errors import FaceVAEError
-from facevae.model import (
+from facevae.core.config import ModelConfig
+from facevae.core.errors import FaceVAEError
+from facevae.model.files import load_model, save_model
+from facevae.model.flops import flops_per_image
+from facevae.model.losses import (
+    SSIM_RADIUS,
+    SSIM_SIGMA,
+    gradient_difference,
+    ssim_map,
+    vae_loss,
+)
+from facevae.model.vae import (
     VAE,
     Deconv,
     VAEOutput,
     decoder_sizes,
     encoder_sizes,
-    flops_per_image,
-    gradient_difference,
-    load_model,
-    SSIM_RADIUS,
-    SSIM_SIGMA,
     same_padding,
-    save_model,
-    ssim_map,
-    vae_loss,
 )
 
 
@@ -157,7 +158,7 @@ def test_the_same_model_saves_to_the_same_bytes(tmp_path):
 
 
 def test_resize_decoder_decodes_to_the_image_size_and_round_trips():
-    from facevae.model import load_model, save_model
+    from facevae.model.files import load_model, save_model
 
     cfg = ModelConfig(decoder="resize")
     model = VAE(cfg).eval()

@@ -10,9 +10,15 @@ import pandas as pd
 import pytest
 from skimage.data import astronaut
 
-from facevae.config import ExtractConfig
-from facevae.extract import extract_actor
-from facevae.occlusion import MOUTH, hysteresis, lower_face_mask, mouth_patches, occlusion_scores
+from facevae.core.config import ExtractConfig
+from facevae.extract.extractor import extract_actor
+from facevae.faces.occlusion import (
+    OUTER_LIP,
+    hysteresis,
+    lower_face_mask,
+    mouth_patches,
+    occlusion_scores,
+)
 
 LABELS = Path(__file__).parent / "data" / "pexels_occlusion_labels.csv"
 
@@ -21,11 +27,11 @@ def test_a_covered_mouth_scores_high_and_a_moved_one_does_not():
     face = np.asarray(astronaut()[20:220:3, 160:360:3][:64, :64])
     crops = np.repeat(face[None], 20, axis=0).copy()
     landmarks = np.full((20, 68, 2), 32.0, dtype=np.float32)
-    landmarks[:, MOUTH, 0] = np.linspace(22, 42, len(MOUTH))
-    landmarks[:, MOUTH, 1] = 48.0
+    landmarks[:, OUTER_LIP, 0] = np.linspace(22, 42, len(OUTER_LIP))
+    landmarks[:, OUTER_LIP, 1] = 48.0
     # frame 3: the whole crop (and its landmarks) shifted: patches follow the landmarks
     crops[3] = np.roll(face, 3, axis=0)
-    landmarks[3, MOUTH, 1] += 3
+    landmarks[3, OUTER_LIP, 1] += 3
     crops[7, 40:60] = np.linspace(150, 230, 64, dtype=np.uint8)[None, :, None]  # a smooth "hand" over the mouth
     scores = occlusion_scores(mouth_patches(crops, landmarks))
     assert scores.shape == (20,) and scores[0] == pytest.approx(0, abs=1e-5)

@@ -2,7 +2,12 @@
 
 import pytest
 
-from facevae.registry import CHAMPION, EVAL_DRIVERS, EVAL_TARGET, log_evaluation
+from facevae.tracking.registry import (
+    CHAMPION,
+    EVAL_DRIVERS,
+    EVAL_TARGET,
+    log_evaluation,
+)
 
 MODEL = "facevae-astro"
 TUNING = "single_face.mp4"

@@ -10,11 +10,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from facevae.config import SamplesConfig, load_params
-from facevae.errors import FaceVAEError
-from facevae.samples import (
-    SAMPLE_FILES,
-    SampleFile,
+from facevae.core.catalog import SAMPLE_FILES, SampleFile
+from facevae.core.config import SamplesConfig, load_params
+from facevae.core.errors import FaceVAEError
+from facevae.data.samples import (
     default_cache_dir,
     download_archive,
     extract_member,

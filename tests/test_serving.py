@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from inferencedata import tiny_model
 
-from facevae.config import ExtractConfig
-from facevae.drive import aligner_for, read_image
-from facevae.inference import ActorModel
+from facevae.core.config import ExtractConfig
+from facevae.extract.drivers import aligner_for, read_image
+from facevae.transfer.actor import ActorModel
 
 SERVER_START_TIMEOUT_S = 90
 

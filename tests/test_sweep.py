@@ -12,14 +12,15 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from facedata import write_face_dataset
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 import facevae.sweep as sweep_module
 import facevae.sweep.trial as trial_module
 from facevae.cli import app
-from facevae.config import load_params, validate_params
-from facevae.errors import FaceVAEError
+from facevae.core.config import load_params, validate_params
+from facevae.core.errors import FaceVAEError
 from facevae.sweep import (
     census,
     claim_trial,
@@ -28,7 +29,6 @@ from facevae.sweep import (
     run_sweep,
     study_for,
 )
-from facedata import write_face_dataset
 
 TINY_MODEL = {"enc_channels": [4, 8, 8, 8], "dec_channels": [8, 8, 4], "dec_hidden": 16, "latent_dim": 4}
 SPACE = {

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from facedata import face_crops, write_face_dataset
 from PIL import Image
 
-from facevae.config import MlflowConfig, flatten, validate_params
-from facevae.errors import FaceVAEError
-from facevae.images import make_grid, save_png, stack_rows
-from facevae.model import load_model
-from facevae.pyfunc import as_face_batch, reconstruct_uint8
-from facevae.tracking import artifact_root, configure_tracking, read_run_file
-from facevae.train import train
-from facedata import face_crops, write_face_dataset
+from facevae.core.config import MlflowConfig, flatten, validate_params
+from facevae.core.errors import FaceVAEError
+from facevae.core.images import make_grid, save_png, stack_rows
+from facevae.model.files import load_model
+from facevae.tracking.pyfunc import as_face_batch, reconstruct_uint8
+from facevae.tracking.runs import artifact_root, configure_tracking, read_run_file
+from facevae.training.run import train
 
 
 @pytest.fixture(scope="module")

@@ -4,16 +4,22 @@ import json
 import numpy as np
 import pytest
 import torch
+from facedata import write_face_dataset
 from typer.testing import CliRunner
 
-import facevae.train as train_module
+import facevae.training.loop as train_module
 from facevae.cli import app
-from facevae.config import validate_params
-from facevae.errors import FaceVAEError
-from facevae.model import (
-    VAE, PatchDiscriminator, VAEOutput, adaptive_adversarial_weight, hinge_discriminator_loss, load_model, vae_loss,
+from facevae.core.config import validate_params
+from facevae.core.errors import FaceVAEError
+from facevae.model.discriminator import (
+    PatchDiscriminator,
+    adaptive_adversarial_weight,
+    hinge_discriminator_loss,
 )
-from facevae.train import (
+from facevae.model.files import load_model
+from facevae.model.losses import vae_loss
+from facevae.model.vae import VAE, VAEOutput
+from facevae.training.loop import (
     ADVERSARIAL_COLUMNS,
     CHECKPOINT,
     HISTORY_COLUMNS,
@@ -26,7 +32,6 @@ from facevae.train import (
     resolve_device,
     run_training,
 )
-from facedata import write_face_dataset
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Driving modes (facevae.transfer) on real faces: the astronaut's clip, aligned by the real aligner."""
+"""Driving modes (facevae.transfer.drive) on real faces: the astronaut's clip, aligned by the real aligner."""
 
 from __future__ import annotations
 
@@ -7,28 +7,29 @@ import pytest
 import torch
 from media import astronaut_frames, write_clip
 
-from facevae.config import ExtractConfig, ModelConfig, TransferConfig
-from facevae.drive import reconstruct_video
-from facevae.errors import FaceVAEError
-from facevae.faces import FaceAligner
-from facevae.inference import ActorModel, CropGeometry
-from facevae.model import build_model
-from facevae.transfer import (
+from facevae.apps.reconstruct import reconstruct_video
+from facevae.core.config import ExtractConfig, ModelConfig, TransferConfig
+from facevae.core.errors import FaceVAEError
+from facevae.faces.align import FaceAligner
+from facevae.faces.crop import CropGeometry
+from facevae.model.vae import build_model
+from facevae.transfer.actor import ActorModel
+from facevae.transfer.drive import (
     MODES,
     ClipTranslator,
     DriveSession,
     LatentSmoother,
+    smooth_latents,
+)
+from facevae.transfer.fit import (
     TransferAssets,
     add_footage_range,
     colour_stats,
     face_mask,
     fit_transfer,
-    footage_distance,
-    footage_neighbours,
     reinhard,
-    smooth_latents,
-    snap_to_codes,
 )
+from facevae.transfer.footage import footage_distance, footage_neighbours, snap_to_codes
 
 CFG = TransferConfig()
 
@@ -139,7 +140,7 @@ def test_smoothing_lag_is_bounded_and_it_removes_jitter():
 
 
 def test_assets_survive_model_pt(model, tmp_path):
-    from facevae.model import save_model
+    from facevae.model.files import save_model
 
     path = save_model(tmp_path / "model.pt", model.vae, "astro", {"size": 64, "coverage": 2.2},
                       transfer=model.transfer.to_payload())

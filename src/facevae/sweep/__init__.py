@@ -27,39 +27,110 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from facevae.config import OBJECTIVES, Params
-from facevae.errors import FaceVAEError
+from facevae.core.config import OBJECTIVES, Params
+from facevae.core.errors import FaceVAEError
 
 # The package's modules, one per stage of a sweep; everything they define is importable from
 # facevae.sweep as it was when this was one module. To patch a function for a test, patch it in the
 # module that calls it (e.g. facevae.sweep.trial.run_objective), not here.
 from facevae.sweep.budget import (
-    Census, all_trials, census, is_placeholder, place_in_budget, retried_numbers,
+    Census,
+    all_trials,
+    census,
+    is_placeholder,
+    place_in_budget,
+    retried_numbers,
+)
+from facevae.sweep.interrupt import (
+    critical,
+    guard_storage,
+    raise_interrupt,
+    sigterm_as_interrupt,
 )
 from facevae.sweep.results import (
-    REGISTERED_ATTR, baseline_trial, best_params_document, best_trials, curve_limits, log_trial_model,
-    plot_specs, prune_models, register_best, trial_rows, write_plots, write_text, write_trials_csv,
+    REGISTERED_ATTR,
+    baseline_trial,
+    best_params_document,
+    best_trials,
+    curve_limits,
+    log_trial_model,
+    plot_specs,
+    prune_models,
+    register_best,
+    trial_rows,
+    write_plots,
+    write_text,
+    write_trials_csv,
 )
 from facevae.sweep.runs import (
-    PARENT_RUN_ATTR, close_orphan_trial_runs, existing_parent_run, log_sweep_setup, parent_run,
+    PARENT_RUN_ATTR,
+    close_orphan_trial_runs,
+    existing_parent_run,
+    log_sweep_setup,
+    parent_run,
 )
 from facevae.sweep.space import (
-    WIDTH, WIDTH_TARGETS, baseline_values, check_space, choice_label, choice_value, resolved_params,
-    scale_widths, set_dotted, suggest, trial_params, tuned_keys, tuned_values,
+    WIDTH,
+    WIDTH_TARGETS,
+    baseline_values,
+    check_space,
+    choice_label,
+    choice_value,
+    resolved_params,
+    scale_widths,
+    set_dotted,
+    suggest,
+    trial_params,
+    tuned_keys,
+    tuned_values,
 )
 from facevae.sweep.storage import (
-    Log, build_pruner, build_sampler, default_study_name, directions, masked_url, open_storage, open_study,
-    optuna_warnings_off, quiet, retry_callback, safe_name, trial_seed,
+    Log,
+    build_pruner,
+    build_sampler,
+    default_study_name,
+    directions,
+    masked_url,
+    open_storage,
+    open_study,
+    optuna_warnings_off,
+    quiet,
+    retry_callback,
+    safe_name,
+    trial_seed,
 )
 from facevae.sweep.trial import (
-    MLFLOW_STATUS, TRIAL_ERRORS, Outcome, PruningMonitor, SweepJob, TransferProbe, epoch_value, finish_trial,
-    one_line, release_memory, run_objective, run_one_trial, tag_trial_run, tidy_trial_dir, trial_dir,
+    MLFLOW_STATUS,
+    TRIAL_ERRORS,
+    Outcome,
+    PruningMonitor,
+    SweepJob,
+    TransferProbe,
+    epoch_value,
+    finish_trial,
+    one_line,
+    release_memory,
+    run_objective,
+    run_one_trial,
+    tag_trial_run,
+    tidy_trial_dir,
+    trial_dir,
 )
 from facevae.sweep.worker import (
-    POLL_S, WorkerStats, claim_trial, describe_outcome, fail_stale_trials, fail_trials_without_heartbeat,
-    give_up_interrupted, has_heartbeat, heartbeat, run_worker, run_workers, stop_processes, worker_process,
+    POLL_S,
+    WorkerStats,
+    claim_trial,
+    describe_outcome,
+    fail_stale_trials,
+    fail_trials_without_heartbeat,
+    give_up_interrupted,
+    has_heartbeat,
+    heartbeat,
+    run_worker,
+    run_workers,
+    stop_processes,
+    worker_process,
 )
-from facevae.sweep.interrupt import critical, guard_storage, raise_interrupt, sigterm_as_interrupt
 
 __all__ = [
     "MLFLOW_STATUS", "PARENT_RUN_ATTR", "POLL_S", "REGISTERED_ATTR", "TRIAL_ERRORS", "WIDTH", "WIDTH_TARGETS",

@@ -14,11 +14,20 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from facevae.config import OBJECTIVES, validate_params
+from facevae.core.atomic import atomic_path
+from facevae.core.config import OBJECTIVES, validate_params
 from facevae.sweep.budget import retried_numbers
 from facevae.sweep.space import resolved_params
 from facevae.sweep.storage import Log, optuna_warnings_off
 from facevae.sweep.trial import SweepJob, one_line, trial_dir
+from facevae.tracking.records import TrainResult
+from facevae.tracking.runs import (
+    RunTracker,
+    configure_tracking,
+    environment_kept,
+    read_run_file,
+    registered_model_name,
+)
 
 REGISTERED_ATTR = "registered_model"
 
@@ -46,7 +55,6 @@ def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
 
 def register_best(study: optuna.Study, best: FrozenTrial, job: SweepJob, log: Log) -> dict[str, Any] | None:
     """Log the best trial's model to its own MLflow run and register it, once per best trial."""
-    from facevae.tracking import read_run_file
 
     cfg = job.params.mlflow
     done = study.user_attrs.get(REGISTERED_ATTR) or {}
@@ -58,7 +66,6 @@ def register_best(study: optuna.Study, best: FrozenTrial, job: SweepJob, log: Lo
         log(f"best trial {best.number} ran on {best.user_attrs.get('host', 'another machine')}: "
             f"its model is not in {out}, so it is registered by a sweep run there")
         return done or None
-    from facevae.tracking import registered_model_name
 
     version = log_trial_model(out, record["run_id"], job)
     name = registered_model_name(job.actor) if cfg.register_model else None
@@ -69,9 +76,6 @@ def register_best(study: optuna.Study, best: FrozenTrial, job: SweepJob, log: Lo
 
 def log_trial_model(out: Path, run_id: str, job: SweepJob) -> str | None:
     import mlflow
-
-    from facevae.tracking import RunTracker, configure_tracking, environment_kept
-    from facevae.train import TrainResult
 
     params = validate_params(json.loads((out / "config.json").read_text())["params"])
     result = TrainResult(out, out / "model.pt", json.loads((out / "metrics.json").read_text()), [])
@@ -119,7 +123,6 @@ def best_params_document(best: FrozenTrial, job: SweepJob, study: optuna.Study, 
 
 
 def write_text(path: Path, text: str) -> Path:
-    from facevae.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_text(text)

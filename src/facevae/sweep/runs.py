@@ -9,9 +9,15 @@ from typing import Iterator
 import optuna
 from optuna.trial import TrialState
 
-from facevae.config import flatten
+from facevae.core.config import flatten
 from facevae.sweep.storage import masked_url
 from facevae.sweep.trial import SweepJob
+from facevae.tracking.runs import (
+    configure_tracking,
+    ensure_experiment,
+    environment_kept,
+    git_tags,
+)
 
 PARENT_RUN_ATTR = "mlflow_parent_run"
 
@@ -26,8 +32,6 @@ def parent_run(study: optuna.Study, job: SweepJob) -> Iterator[str | None]:
         yield None
         return
     import mlflow
-
-    from facevae.tracking import configure_tracking, ensure_experiment, environment_kept
 
     with environment_kept():
         uri = configure_tracking(job.params.mlflow)
@@ -60,8 +64,6 @@ def existing_parent_run(study: optuna.Study, uri: str) -> str | None:
 
 def log_sweep_setup(job: SweepJob) -> None:
     import mlflow
-
-    from facevae.tracking import git_tags
 
     cfg = job.params.sweep
     flat = {f"sweep.{k}": v for k, v in flatten(cfg).items() if k != "space"}

@@ -7,8 +7,15 @@ from typing import Any
 
 from optuna.trial import Trial
 
-from facevae.config import DERIVED_TUNABLES, Params, Tunable, flatten, validate_params
-from facevae.errors import FaceVAEError
+from facevae.core.config import (
+    DERIVED_TUNABLES,
+    Params,
+    Tunable,
+    flatten,
+    validate_params,
+)
+from facevae.core.errors import FaceVAEError
+from facevae.model.vae import check_config
 
 WIDTH = "model.width_multiplier"
 WIDTH_TARGETS = ("model.enc_channels", "model.dec_channels", "model.dec_hidden")
@@ -97,7 +104,6 @@ def tuned_values(params: Params, space: dict[str, Tunable]) -> dict[str, Any]:
 
 def check_space(base: Params) -> None:
     """Every bound and choice of the space must give a valid model, before any trial runs."""
-    from facevae.model import check_config
 
     for key, tunable in base.sweep.space.items():
         candidates = tunable.choices if tunable.kind == "categorical" else [tunable.low, tunable.high]

@@ -6,18 +6,16 @@ import re
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial
 
-from facevae.config import OBJECTIVES, SweepConfig
-from facevae.errors import FaceVAEError
+from facevae.core.config import OBJECTIVES, SweepConfig
+from facevae.core.errors import FaceVAEError
 from facevae.sweep.interrupt import guard_storage
-
-if TYPE_CHECKING:
-    from facevae.sweep.trial import SweepJob
+from facevae.sweep.trial import SweepJob
 
 Log = Callable[[str], None]
 

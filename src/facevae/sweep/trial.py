@@ -15,9 +15,20 @@ import numpy as np
 import optuna
 from optuna.trial import Trial, TrialState
 
-from facevae.config import EPOCH_OBJECTIVES, Params
-from facevae.errors import FaceVAEError
+from facevae.core.config import EPOCH_OBJECTIVES, Params
+from facevae.core.errors import FaceVAEError
+from facevae.data.dataset import read_split
+from facevae.evaluation.scoring import (
+    OutputFaceReader,
+    actor_reference,
+    evaluate_transfer,
+)
+from facevae.evaluation.stage import load_clip
 from facevae.sweep.space import suggest, trial_params, tuned_values
+from facevae.tracking.runs import RunOptions, read_run_file
+from facevae.training.run import train
+from facevae.transfer.actor import ActorModel
+from facevae.transfer.drive import translators
 
 TRIAL_ERRORS = (FaceVAEError, RuntimeError, ValueError)  # a trial that raises these fails; the study goes on
 
@@ -74,8 +85,6 @@ def trial_dir(job: SweepJob, number: int) -> Path:
 
 def run_objective(trial: Trial, job: SweepJob, probe: "TransferProbe | None") -> list[float]:
     """Train one trial; its objective values (raises TrialPruned, or the training's error)."""
-    from facevae.tracking import RunOptions
-    from facevae.train import train
 
     cfg = job.params.sweep
     out = trial_dir(job, trial.number)
@@ -155,7 +164,6 @@ MLFLOW_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", T
 
 def tag_trial_run(job: SweepJob, number: int, outcome: Outcome) -> None:
     """The trial's MLflow run gets its state, reason and objective values (it may not exist: MLflow off)."""
-    from facevae.tracking import read_run_file
 
     record = read_run_file(trial_dir(job, number))
     if not job.params.mlflow.enabled or not record.get("run_id"):
@@ -187,8 +195,6 @@ class TransferProbe:
         self.clips: list | None = None
 
     def prepare(self, actor) -> None:
-        from facevae.dataset import read_split
-        from facevae.evaluate import OutputFaceReader, actor_reference, load_clip
 
         self.clips = [load_clip(path, self.params.extract, actor, self.params.evaluate.max_frames) for path in self.drivers]
         self.reader = OutputFaceReader(actor.crop.size, actor.crop.coverage, self.params.extract.identity_threshold)
@@ -197,14 +203,11 @@ class TransferProbe:
 
     def translator(self, actor):
         """The driving mode the evaluation stage's headline uses (transfer.mode when the model has it)."""
-        from facevae.transfer import translators
 
         available = translators(actor, self.params.transfer)
         return available.get(self.params.transfer.mode) or available.get("seed") or actor.reconstruct
 
     def score(self, model_path: Path) -> dict[str, float]:
-        from facevae.evaluate import evaluate_transfer
-        from facevae.inference import ActorModel
 
         actor = ActorModel.from_file(model_path, self.params.extract)
         if self.clips is None:

@@ -17,8 +17,8 @@ import optuna
 import sqlalchemy.orm
 from optuna.trial import Trial, TrialState
 
-from facevae.config import SweepConfig
-from facevae.errors import FaceVAEError
+from facevae.core.config import SweepConfig
+from facevae.core.errors import FaceVAEError
 from facevae.sweep.budget import all_trials, census, place_in_budget
 from facevae.sweep.interrupt import raise_interrupt
 from facevae.sweep.storage import (

@@ -1,0 +1,1 @@
+"""What users run on a trained model: reconstruct (drive the actor), walk, sample, and the side-by-side renderer."""

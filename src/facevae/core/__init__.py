@@ -1,0 +1,1 @@
+"""The bottom layer: typed configuration (params.yaml), errors, atomic writes, picture helpers and the sample catalog."""

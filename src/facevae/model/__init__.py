@@ -1,0 +1,1 @@
+"""The VAE: encoder, decoders, losses, the decoder phase's discriminator and the model.pt file."""

@@ -1,0 +1,1 @@
+"""Training: the loop (checkpoints, resume, mixed precision, the decoder phase) and the MLflow run around it."""

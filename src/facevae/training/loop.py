@@ -1,0 +1,682 @@
+"""Train the VAE on one actor's faces: data/hdf5/<actor>.h5 -> models/<actor>/.
+
+The whole uint8 split lives in memory (on the training device) and batches are cut from it with
+shuffled indices: no DataLoader, no per-sample Python. Augmentation is per batch (mirror as a
+tensor flip; albumentations only when colour/affine jitter is on). Every epoch ends with a
+validation pass and an atomic checkpoint; `resume=True` continues bit-identically. With
+`train.decoder_epochs`, the last epochs train only the decoder, on z = mu, optionally against a
+discriminator (`train.adversarial_weight`; see TrainConfig).
+
+Randomness that decides *which* samples and *which* flips an epoch gets is derived from
+(seed, epoch, rank), like DistributedSampler, so nothing but the global torch RNG (the VAE's
+reparameterisation noise) and the optimizer state needs carrying across a resume.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from facevae.core.atomic import atomic_path
+from facevae.core.config import AugmentConfig, ModelConfig, Params, TrainConfig
+from facevae.core.errors import FaceVAEError
+from facevae.data.dataset import crop_geometry, read_split, read_split_masks
+from facevae.faces.crop import CropGeometry
+from facevae.model.discriminator import (
+    PatchDiscriminator,
+    adaptive_adversarial_weight,
+    hinge_discriminator_loss,
+    last_decoder_weight,
+)
+from facevae.model.files import model_config_dict, save_model, write_torch_file
+from facevae.model.flops import flops_per_image
+from facevae.model.losses import vae_loss
+from facevae.model.vae import VAE, VAEOutput, build_model
+from facevae.tracking.records import EpochCallback, EpochReport, TrainResult
+from facevae.transfer.actor import ActorModel
+from facevae.transfer.fit import fit_transfer_from_dataset
+
+CHECKPOINT = "checkpoint.pt"
+
+MODEL_FILE = "model.pt"
+
+HISTORY_COLUMNS = [
+    "epoch", "train_loss", "val_loss", "train_recon", "train_kl",
+    "val_recon", "val_kl", "lr", "images_per_s",
+]
+
+ADVERSARIAL_COLUMNS = ["train_disc", "train_adv"]  # only in epochs with a discriminator (blank before)
+
+DISCRIMINATOR_SEED = 7  # its initial weights come from (train.seed, this), not from the global RNG
+
+CHECKPOINT_FORMAT = 1
+
+CUDA_SYNC_EVERY = 10  # batches between host syncs on CUDA (NaN check, progress); every batch on CPU
+
+
+def run_training(
+    data: Path,
+    actor: str,
+    params: Params,
+    out_dir: Path,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    mcfg, tcfg = params.model, params.train
+    device = resolve_device(tcfg.device)
+    amp_dtype = resolve_precision(tcfg.precision, device)
+    if tcfg.num_threads:
+        torch.set_num_threads(tcfg.num_threads)
+    rank, world = distributed_rank_world()
+
+    train_images = load_split_tensor(data, "train", mcfg, device)
+    val_images = load_split_tensor(data, "val", mcfg, device)
+    train_masks, val_masks = load_split_masks(data, "train", device), load_split_masks(data, "val", device)
+    if len(train_images) == 0:
+        raise FaceVAEError("no train images in the dataset", data)
+
+    seed_everything(tcfg.seed)
+    model = build_training_model(mcfg, device)
+    optimizer = build_optimizer(model, tcfg, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    adversary = Adversary(tcfg, device, amp_dtype) if tcfg.decoder_epochs and tcfg.adversarial_weight > 0 else None
+    checkpoint = out_dir / CHECKPOINT
+    start_epoch, history = 0, []
+    if resume and checkpoint.exists():
+        start_epoch, history = load_checkpoint(checkpoint, model, optimizer, scaler, mcfg, adversary)
+
+    augment = Augmenter(tcfg.augment)
+    total_epochs = tcfg.epochs + tcfg.decoder_epochs
+    bar = progress_bar(progress, (total_epochs - start_epoch) * math.ceil(len(train_images) / world))
+    epoch = start_epoch
+    try:
+        for epoch in range(start_epoch, total_epochs):
+            decoder_only = epoch >= tcfg.epochs
+            if decoder_only:
+                enter_decoder_phase(model, optimizer, tcfg.decoder_lr, first_epoch=epoch == tcfg.epochs)
+            else:
+                set_lr(optimizer, epoch_lr(tcfg, epoch))
+            order = epoch_order(len(train_images), epoch, tcfg.seed, rank, world)
+            augment.start_epoch(derived_seed(tcfg.seed, epoch, rank))
+            train_stats = train_epoch(
+                model, optimizer, scaler, train_images, order, tcfg.batch_size, augment, mcfg, amp_dtype,
+                epoch, bar, train_masks, decoder_only, adversary if decoder_only else None,
+            )
+            val_stats = evaluate(model, val_images, tcfg.batch_size, mcfg, amp_dtype, val_masks)
+            row = history_row(epoch + 1, train_stats, val_stats, optimizer)
+            history.append(row)
+            save_checkpoint(checkpoint, model, optimizer, scaler, epoch + 1, history, mcfg, adversary)
+            if bar is not None:
+                bar.set_postfix(epoch=epoch + 1, loss=f"{row['train_loss']:.1f}", val=f"{row['val_loss']:.1f}")
+            if on_epoch is not None:
+                faces = val_images if len(val_images) else train_images
+                on_epoch(EpochReport(epoch + 1, total_epochs, row, model, faces, device))
+    except NonFiniteLoss as exc:
+        kept = f"the checkpoint of epoch {epoch} is kept" if epoch else "no checkpoint was written"
+        raise FaceVAEError(f"{exc}; training stopped, {kept}: lower train.lr or check the data", checkpoint) from None
+    finally:
+        if bar is not None:
+            bar.close()
+
+    metrics = write_outputs(out_dir, model, params, actor, data, history)
+    return TrainResult(out_dir, out_dir / MODEL_FILE, metrics, history)
+
+# ---- device, precision, data --------------------------------------------------------------------
+
+
+def resolve_device(spec: str) -> torch.device:
+    """`auto` = CUDA when present, else CPU. Asking for CUDA without it is a user error."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise FaceVAEError(f"train.device {spec!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise FaceVAEError(
+                f"train.device is {spec!r} but CUDA is not available to this torch "
+                f"({torch.__version__}); use --device cpu or --device auto"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise FaceVAEError(f"train.device {spec!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise FaceVAEError(f"train.device {spec!r} is not supported: use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype, or None for plain fp32. `auto`: bf16 (fp16 on old GPUs) on CUDA, fp32 on CPU."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def distributed_rank_world() -> tuple[int, int]:
+    """(rank, world size) under torchrun, else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def read_split_images(path: Path, split: str) -> np.ndarray:
+
+    return read_split(path, split)
+
+
+def load_split_tensor(path: Path, split: str, cfg: ModelConfig, device: torch.device) -> Tensor:
+    """One split as uint8 (N, 3, H, W) on `device`, stored NHWC so that it is already channels_last."""
+    images = read_split_images(path, split)
+    if len(images) and images.shape[1:] != (cfg.image_size, cfg.image_size, 3):
+        raise FaceVAEError(
+            f"{split} crops are {images.shape[1]}x{images.shape[2]}x{images.shape[3]} but model.image_size "
+            f"is {cfg.image_size}: rebuild the dataset or set model.image_size",
+            path,
+        )
+    nhwc = torch.from_numpy(np.ascontiguousarray(images)).reshape(-1, cfg.image_size, cfg.image_size, 3)
+    return nhwc.to(device).permute(0, 3, 1, 2)
+
+
+def load_split_masks(path: Path, split: str, device: torch.device) -> Tensor | None:
+    """One split's loss masks as uint8 (N, 1, H, W) on `device`; None when the dataset has none
+    or none of them masks anything (every pixel then counts, as before masks existed)."""
+
+    masks = read_split_masks(path, split)
+    if masks is None or masks.all():
+        return None
+    return torch.from_numpy(np.ascontiguousarray(masks))[:, None].to(device)
+
+
+def autocast(device: torch.device, amp_dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None)
+
+
+def to_float(batch: Tensor) -> Tensor:
+    """uint8 NCHW -> float in [0, 1], channels_last (the layout the convs are fastest in)."""
+    return batch.float().div_(255.0).contiguous(memory_format=torch.channels_last)
+
+# ---- randomness ---------------------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def derived_seed(*parts: int) -> int:
+    """An independent 63-bit seed from several integers (seed, epoch, rank)."""
+    return int(np.random.SeedSequence([p % 2**63 for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def epoch_order(n: int, epoch: int, seed: int, rank: int = 0, world: int = 1) -> Tensor:
+    """This rank's shuffled sample indices for one epoch: exactly DistributedSampler(shuffle=True)."""
+    generator = torch.Generator().manual_seed(seed + epoch)
+    order = torch.randperm(n, generator=generator)
+    if world > 1:
+        order = torch.cat([order, order[: (-n) % world]])[rank::world]
+    return order
+
+
+def capture_rng() -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": numpy_state_to_lists(np.random.get_state()),
+        "python": random.getstate(),
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def numpy_state_to_lists(state: tuple) -> list:
+    """Plain types only, so that the checkpoint loads with torch.load(weights_only=True)."""
+    kind, keys, pos, has_gauss, cached = state
+    return [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+
+# ---- augmentation -------------------------------------------------------------------------------
+
+
+class Augmenter:
+    """Per-batch augmentation of uint8 NCHW images, reseeded every epoch (reproducible, resumable)."""
+
+    def __init__(self, cfg: AugmentConfig):
+        self.hflip = cfg.hflip
+        self.pipeline = albumentations_pipeline(cfg)
+        self.generator = torch.Generator()
+
+    def start_epoch(self, seed: int) -> None:
+        self.generator.manual_seed(seed)
+        if self.pipeline is not None:
+            self.pipeline.set_random_seed(seed)
+
+    def __call__(self, batch: Tensor) -> Tensor:
+        return self.pair(batch, None)[0]
+
+    def pair(self, batch: Tensor, masks: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Images and their (N, 1, H, W) loss masks, moved by the same flips and warps."""
+        if self.pipeline is not None:
+            batch, masks = self.apply_pipeline(batch, masks)
+        if self.hflip:
+            flip = (torch.rand(len(batch), generator=self.generator) < 0.5).to(batch.device)[:, None, None, None]
+            batch = torch.where(flip, batch.flip(-1), batch)
+            masks = None if masks is None else torch.where(flip, masks.flip(-1), masks)
+        return batch, masks
+
+    def apply_pipeline(self, batch: Tensor, masks: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        images = batch.permute(0, 2, 3, 1).cpu().numpy()
+        extra = [{}] * len(images) if masks is None else [{"mask": m} for m in masks[:, 0].cpu().numpy()]
+        results = [self.pipeline(image=image, **more) for image, more in zip(images, extra)]
+        out = torch.from_numpy(np.stack([r["image"] for r in results])).to(batch.device).permute(0, 3, 1, 2)
+        if masks is None:
+            return out, None
+        return out, torch.from_numpy(np.stack([r["mask"] for r in results]))[:, None].to(masks.device)
+
+
+def albumentations_pipeline(cfg: AugmentConfig):
+    """Colour and small affine jitter scaled by strength 0..1; None when both are off."""
+    if cfg.color_jitter == 0 and cfg.affine_jitter == 0:
+        return None
+    import albumentations as A
+    import cv2
+
+    transforms = []
+    if cfg.color_jitter > 0:
+        s = cfg.color_jitter
+        transforms.append(A.ColorJitter(brightness=0.4 * s, contrast=0.4 * s, saturation=0.4 * s, hue=0.05 * s, p=1.0))
+    if cfg.affine_jitter > 0:
+        s = cfg.affine_jitter
+        transforms.append(
+            A.Affine(
+                translate_percent=(-0.06 * s, 0.06 * s), scale=(1 - 0.08 * s, 1 + 0.08 * s),
+                rotate=(-10 * s, 10 * s), border_mode=cv2.BORDER_REFLECT_101, p=1.0,
+            )
+        )
+    return A.Compose(transforms, seed=0)
+
+# ---- model, optimizer, loop ---------------------------------------------------------------------
+
+
+def build_training_model(cfg: ModelConfig, device: torch.device) -> VAE:
+    return build_model(cfg).to(device).to(memory_format=torch.channels_last)
+
+
+def build_optimizer(model: VAE, cfg: TrainConfig, device: torch.device) -> torch.optim.Adam:
+    return torch.optim.Adam(
+        model.parameters(), lr=cfg.lr, eps=cfg.adam_eps, fused=device.type in ("cpu", "cuda")
+    )
+
+
+def epoch_lr(cfg: TrainConfig, epoch: int) -> float:
+    """The learning rate of VAE epoch `epoch` (0-based): `lr`, then over the last `lr_decay` share
+    of `epochs` half a cosine down to lr * lr_final, reached at the last epoch. A pure function of
+    the epoch, so a resume needs no scheduler state."""
+    decay_epochs = round(cfg.lr_decay * cfg.epochs)
+    start = cfg.epochs - decay_epochs
+    if decay_epochs == 0 or epoch < start:
+        return cfg.lr
+    progress = min((epoch - start + 1) / decay_epochs, 1.0)
+    return cfg.lr * (cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def enter_decoder_phase(model: VAE, optimizer: torch.optim.Optimizer, lr: float, first_epoch: bool) -> None:
+    """From here on only the decoder learns (train.decoder_epochs): the encoder's weights get no
+    gradients, so Adam leaves them alone, and its batch-norm statistics stay frozen too. The phase
+    starts from fresh Adam moments, as a new optimizer over the decoder would."""
+    for param in model.encoder.parameters():
+        param.requires_grad_(False)
+    set_lr(optimizer, lr)
+    if first_epoch:
+        optimizer.state.clear()
+
+
+def progress_bar(enabled: bool, total_images: int):
+    if not enabled or total_images <= 0:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total_images, unit="img", desc="train", dynamic_ncols=True)
+
+
+class NonFiniteLoss(Exception):
+    pass
+
+
+class LossMeter:
+    """Sums per-image loss terms on the device; syncs to the host only every few batches."""
+
+    def __init__(self, device: torch.device, epoch: int):
+        self.sums = torch.zeros(3, device=device)
+        self.pending: list[tuple[int, Tensor]] = []
+        self.sync_every = 1 if device.type == "cpu" else CUDA_SYNC_EVERY
+        self.epoch, self.images, self.last_loss = epoch, 0, float("nan")
+
+    def add(self, batch_index: int, terms: Tensor, n: int, objective: Tensor | None = None) -> None:
+        """`terms` = (total, recon, kl); `objective`, what the step minimised when more than the
+        total (the adversarial phase), is only checked for being finite."""
+        self.sums += terms * n
+        self.images += n
+        self.pending.append((batch_index, torch.cat([terms, (terms[0] if objective is None else objective).reshape(1)])))
+
+    def due(self) -> bool:
+        return len(self.pending) >= self.sync_every
+
+    def sync(self) -> None:
+        """Raise NonFiniteLoss on the first non-finite batch loss (weights after it are never saved)."""
+        if not self.pending:
+            return
+        values = torch.stack([t for _, t in self.pending]).cpu()
+        for (batch_index, _), (total, recon, kl, objective) in zip(self.pending, values.tolist()):
+            if not (math.isfinite(total) and math.isfinite(objective)):
+                what, value = ("loss", total) if not math.isfinite(total) else ("loss with the adversarial term", objective)
+                raise NonFiniteLoss(
+                    f"{what} became {value} (recon {recon}, kl {kl}) at epoch {self.epoch + 1}, batch {batch_index + 1}"
+                )
+            self.last_loss = total
+        self.pending.clear()
+
+    def means(self) -> dict[str, float]:
+        self.sync()
+        total, recon, kl = (self.sums / max(self.images, 1)).tolist()
+        return {"loss": total, "recon": recon, "kl": kl}
+
+
+def train_epoch(
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    images: Tensor,
+    order: Tensor,
+    batch_size: int,
+    augment: Augmenter,
+    cfg: ModelConfig,
+    amp_dtype: torch.dtype | None,
+    epoch: int,
+    bar=None,
+    masks: Tensor | None = None,
+    decoder_only: bool = False,
+    adversary: "Adversary | None" = None,
+) -> dict[str, float]:
+    model.train()
+    if decoder_only:
+        model.encoder.eval()
+    device = images.device
+    meter = LossMeter(device, epoch)
+    adversarial_sums = torch.zeros(2, device=device)
+    shown = 0  # images of this epoch already on the progress bar
+    started = time.perf_counter()
+    for batch_index, start in enumerate(range(0, len(order), batch_size)):
+        index = order[start : start + batch_size].to(device)
+        batch, weight = augment.pair(images[index], None if masks is None else masks[index])
+        x = to_float(batch)
+        with autocast(device, amp_dtype):
+            out = decode_means(model, x) if decoder_only else model(x)
+        loss = vae_loss(out, x, cfg, weight)
+        total = loss.total
+        if adversary is not None:
+            term, disc_loss, adv_loss = adversary.decoder_term(model, out, x, loss.recon, epoch)
+            total = total + term
+            adversarial_sums += torch.stack([disc_loss, adv_loss]) * len(index)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(total).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        meter.add(batch_index, torch.stack([loss.total, loss.recon, loss.kl]).detach(), len(index), total.detach())
+        if meter.due():
+            meter.sync()
+            if bar is not None:
+                bar.update(meter.images - shown)
+                shown = meter.images
+                bar.set_postfix(epoch=epoch + 1, loss=f"{meter.last_loss:.1f}", refresh=False)
+    stats = meter.means()
+    stats["images_per_s"] = meter.images / (time.perf_counter() - started)
+    if adversary is not None:
+        disc, adv = (adversarial_sums / max(meter.images, 1)).tolist()
+        stats["disc"] = disc
+        if adversary.active(epoch):
+            stats["adv"] = adv
+    if bar is not None:
+        bar.update(meter.images - shown)
+    return stats
+
+
+def decode_means(model: VAE, x: Tensor) -> VAEOutput:
+    """The decoder phase's forward pass: z = mu, as at inference, through a frozen encoder."""
+    with torch.no_grad():
+        mu, logvar = model.encoder(x)
+    return VAEOutput(model.decoder(mu), mu, logvar)
+
+
+class Adversary:
+    """The decoder phase's adversarial term (train.adversarial_weight): a PatchGAN discriminator
+    with its own optimizer, stepped on every decoder batch just before the decoder's own step."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, amp_dtype: torch.dtype | None):
+        # Same initial weights whether or not a run resumed, and the global RNG left as it was:
+        # manual_seed reseeds the CUDA generators too, so those are forked as well.
+        cuda_devices = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda_devices):
+            torch.manual_seed(derived_seed(cfg.seed, DISCRIMINATOR_SEED))
+            self.net = PatchDiscriminator().to(device)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.discriminator_lr, betas=(0.5, 0.9))
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        self.device, self.amp_dtype = device, amp_dtype
+        self.factor, self.mix = cfg.adversarial_weight, cfg.adversarial_mix
+        self.first_active_epoch = cfg.epochs + cfg.adversarial_warmup
+
+    def active(self, epoch: int) -> bool:
+        """Whether the decoder feels the term in this (0-based) epoch; before, only the discriminator learns."""
+        return epoch >= self.first_active_epoch
+
+    def decoder_term(self, model: VAE, out: VAEOutput, real: Tensor, recon: Tensor, epoch: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Steps the discriminator once, then returns (the decoder's adversarial loss term,
+        discriminator loss, generator loss) for this batch; the term is 0 during the warm-up."""
+        fake = torch.sigmoid(out.logits.float())
+        if self.mix:
+            fake = torch.cat([fake, torch.sigmoid(self.decode_mixes(model, out.mu.float()).float())])
+        disc_loss = self.step_discriminator(real, fake.detach())
+        zero = torch.zeros((), device=real.device)
+        if not self.active(epoch):
+            return zero, disc_loss, zero
+        self.net.requires_grad_(False)  # its gradients come from its own step only
+        with autocast(self.device, self.amp_dtype):
+            adv_loss = -self.net(fake).float().mean()
+        self.net.requires_grad_(True)
+        weight = adaptive_adversarial_weight(recon, adv_loss, last_decoder_weight(model), self.factor)
+        return weight * adv_loss, disc_loss, adv_loss.detach()
+
+    def decode_mixes(self, model: VAE, mu: Tensor) -> Tensor:
+        """Decoded convex mixes of each code with another of the batch (random weights in [0, 1])."""
+        alpha = torch.rand(len(mu), 1, device=mu.device)
+        partner = mu[torch.randperm(len(mu), device=mu.device)]
+        with autocast(self.device, self.amp_dtype):
+            return model.decoder(alpha * mu + (1 - alpha) * partner)
+
+    def step_discriminator(self, real: Tensor, fake: Tensor) -> Tensor:
+        with autocast(self.device, self.amp_dtype):
+            real_logits, fake_logits = self.net(real), self.net(fake)
+        loss = hinge_discriminator_loss(real_logits, fake_logits)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.detach()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+
+
+@torch.no_grad()
+def evaluate(
+    model: VAE, images: Tensor, batch_size: int, cfg: ModelConfig, amp_dtype: torch.dtype | None,
+    masks: Tensor | None = None,
+) -> dict[str, float]:
+    """Validation loss with z = mu (deterministic, as at inference) and BN running statistics."""
+    if len(images) == 0:
+        return {"loss": float("nan"), "recon": float("nan"), "kl": float("nan")}
+    model.eval()
+    device = images.device
+    sums = torch.zeros(3, device=device)
+    for start in range(0, len(images), batch_size):
+        x = to_float(images[start : start + batch_size])
+        with autocast(device, amp_dtype):
+            out = model(x)
+        loss = vae_loss(out, x, cfg, None if masks is None else masks[start : start + batch_size])
+        sums += torch.stack([loss.total, loss.recon, loss.kl]) * len(x)
+    total, recon, kl = (sums / len(images)).tolist()
+    return {"loss": total, "recon": recon, "kl": kl}
+
+
+def history_row(
+    epoch: int, train_stats: dict[str, float], val_stats: dict[str, float], optimizer: torch.optim.Optimizer
+) -> dict[str, float]:
+    return {
+        "epoch": epoch,
+        "train_loss": train_stats["loss"],
+        "val_loss": val_stats["loss"],
+        "train_recon": train_stats["recon"],
+        "train_kl": train_stats["kl"],
+        "val_recon": val_stats["recon"],
+        "val_kl": val_stats["kl"],
+        "lr": optimizer.param_groups[0]["lr"],
+        "images_per_s": train_stats["images_per_s"],
+        **{f"train_{k}": train_stats[k] for k in ("disc", "adv") if k in train_stats},
+    }
+
+# ---- checkpoint ---------------------------------------------------------------------------------
+
+
+def save_checkpoint(
+    path: Path,
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    epoch: int,
+    history: list[dict[str, float]],
+    cfg: ModelConfig,
+    adversary: Adversary | None = None,
+) -> None:
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "history": history,
+        "model_config": model_config_dict(cfg),
+        "rng": capture_rng(),
+    }
+    if adversary is not None:
+        state["adversary"] = adversary.state_dict()
+    write_torch_file(state, path)
+
+
+def load_checkpoint(
+    path: Path,
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    cfg: ModelConfig,
+    adversary: Adversary | None = None,
+) -> tuple[int, list[dict[str, float]]]:
+    """Restore everything a killed run had; returns (completed epochs, history)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for damaged files
+        raise FaceVAEError(f"checkpoint is not readable ({exc.__class__.__name__}); delete it to start over", path) from None
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise FaceVAEError("checkpoint has an unknown format; delete it to start over", path)
+    if state["model_config"] != model_config_dict(cfg):
+        changed = sorted(k for k, v in model_config_dict(cfg).items() if state["model_config"].get(k) != v)
+        raise FaceVAEError(
+            f"checkpoint was trained with other model params ({', '.join('model.' + k for k in changed)}); "
+            "delete it or train without --resume",
+            path,
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    if adversary is not None and "adversary" in state:
+        adversary.load_state_dict(state["adversary"])
+    restore_rng(state["rng"])
+    return state["epoch"], list(state["history"])
+
+# ---- outputs ------------------------------------------------------------------------------------
+
+
+def write_outputs(
+    out_dir: Path, model: VAE, params: Params, actor: str, data: Path, history: list[dict[str, float]]
+) -> dict[str, Any]:
+    crop = crop_geometry(data)
+    save_model(out_dir / MODEL_FILE, model, actor, crop=crop, transfer=fit_transfer_payload(model, data, params, crop))
+    write_json(out_dir / "config.json", {"actor": actor, "data": str(data), "params": params.model_dump(mode="json")})
+    metrics = final_metrics(history, params.model)
+    write_json(out_dir / "metrics.json", metrics)
+    write_history_csv(out_dir / "history.csv", history)
+    return metrics
+
+
+def fit_transfer_payload(model: VAE, data: Path, params: Params, crop: dict[str, Any] | None) -> dict[str, Any]:
+    """The driving modes' actor statistics and landmark head (facevae.transfer.drive), fitted on the
+    trained model and the actor's own frames; stored in model.pt."""
+
+    geometry = CropGeometry(**crop) if crop else CropGeometry(params.model.image_size, params.extract.coverage)
+    return fit_transfer_from_dataset(ActorModel(model, geometry), data, params.transfer).to_payload()
+
+
+def final_metrics(history: list[dict[str, float]], cfg: ModelConfig) -> dict[str, Any]:
+    last = history[-1] if history else {}
+    speeds = [row["images_per_s"] for row in history[1:] or history]  # epoch 1 includes warm-up
+    metrics: dict[str, Any] = {k: json_number(last.get(k)) for k in HISTORY_COLUMNS if k not in ("epoch", "images_per_s")}
+    metrics["epochs"] = int(last.get("epoch", 0))
+    metrics["images_per_s"] = json_number(statistics.median(speeds)) if speeds else None
+    metrics["gflop_per_train_image"] = flops_per_image(cfg)["train"] / 1e9
+    return metrics
+
+
+def json_number(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def write_history_csv(path: Path, history: list[dict[str, float]]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        columns = HISTORY_COLUMNS + [c for c in ADVERSARIAL_COLUMNS if any(c in row for row in history)]
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,247 @@
+"""Driving modes: how a stranger's clip becomes the actor's faces.
+
+The seed encodes each driver crop to mu and decodes it as the actor. A stranger's skin tone,
+lighting and background are out of the actor's distribution and steer the code as much as the
+expression does, so the modes here take those cues away step by step:
+
+- `seed`: decode(mu(crop)), frame by frame (the seed's plain method);
+- `normalised`: the driver's colours moved to the actor's (Reinhard transfer in Lab, actor
+  statistics from the training crops) and everything outside the face hull (landmarks, with the
+  forehead, feathered) replaced by the actor's own neutral frame before encoding;
+- `relative`: z = z(actor neutral) + gain * (z(driver frame) - z(driver neutral)) on normalised
+  crops: the driver's identity cancels in the difference;
+- `landmark`: a ridge head fitted on the actor's own frames maps landmark geometry relative to
+  the person's neutral shape to the latent mean; the driver's landmarks pick the actor's code,
+  the driver's pixels are not used at all;
+- `blend`: w * landmark + (1 - w) * relative.
+
+Every mode but `seed` then pulls each code part of the way (`transfer.snap`) toward the mean of
+its `transfer.snap_k` nearest codes of the actor's own training frames (`snap_to_codes`): driven
+codes drift between and beyond her frames, where the decoder draws soft, averaged faces
+(`transfer.snap_parts`: in `blend`, each of the two codes is snapped before they are averaged
+as well). Last,
+it smooths the latent sequence with a one-euro style filter whose lag is bounded by
+`transfer.smooth_lag` frames (`smooth_latents`).
+
+A clip is processed by a `DriveSession` in chunks, in time order: the first chunk (at least
+`transfer.neutral_window` faces, or what there is) picks the driver's neutral frame (closest to
+the window's median landmark shape, unless `transfer.driver_neutral` names one) and its colour
+statistics; later chunks reuse them, and the smoother carries over. `ClipTranslator` runs one
+session over a whole clip: the evaluation report and `facevae reconstruct` see the same numbers.
+
+What the modes need from the actor (`TransferAssets`: colour statistics, neutral frame and its
+code, the landmark head, the training frames' codes) is fitted after training (`fit_transfer`)
+and stored in model.pt. A model file from before the codes were stored drives without the snap.
+
+A session also measures how far each driven code lies from the actor's footage
+(`footage_distance`, to its `snap_k` nearest training codes, k as at training) and flags the codes farther than any
+of her own val frames (`info["range_limit"]`): `DriveSession.footage().beyond`. Those are the frames
+where the decoder extrapolates (blotchy, smeared faces): a driver making a face the actor never
+made on film.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facevae.core.config import TransferConfig
+from facevae.core.errors import FaceVAEError
+from facevae.transfer.fit import (
+    TransferAssets,
+    colour_stats,
+    composite,
+    face_mask,
+    geometry,
+    neutral_index,
+    reinhard,
+)
+from facevae.transfer.footage import Footage, footage_neighbours, snap_to_codes
+
+MODES = ("seed", "normalised", "relative", "landmark", "blend")
+
+NEEDS_HEAD = frozenset({"landmark", "blend"})
+
+
+class LatentSmoother:
+    """One-euro style filter in frame units with a hard lag bound.
+
+    Each step is an EMA z_hat += a * (z - z_hat) with a = 1 / (1 + L / (1 + beta * speed)),
+    speed = |smoothed first difference| per dimension. On a steady ramp an EMA lags (1 - a) / a
+    = L / (1 + beta * speed) <= L frames: `lag` bounds the delay, fast moves shorten it, still
+    frames get the full smoothing. lag 0 passes codes through."""
+
+    def __init__(self, lag: float, beta: float = 0.0, derivative_alpha: float = 0.5):
+        self.lag, self.beta, self.d_alpha = float(lag), float(beta), derivative_alpha
+        self.value: np.ndarray | None = None
+        self.speed: np.ndarray | None = None
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        z = np.asarray(z, dtype=np.float32)
+        if self.lag <= 0:
+            return z
+        out = np.empty_like(z)
+        for i, zi in enumerate(z):
+            if self.value is None:
+                self.value, self.speed = zi.copy(), np.zeros_like(zi)
+            else:
+                self.speed += self.d_alpha * (np.abs(zi - self.value) - self.speed)
+                a = 1.0 / (1.0 + self.lag / (1.0 + self.beta * self.speed))
+                self.value = self.value + a * (zi - self.value)
+            out[i] = self.value
+        return out
+
+
+def smooth_latents(z: np.ndarray, lag: float, beta: float = 0.0) -> np.ndarray:
+    return LatentSmoother(lag, beta)(z)
+
+# ---- driving --------------------------------------------------------------------------------------
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise FaceVAEError(f"unknown driving mode {mode!r}: use one of {', '.join(MODES)}")
+    return mode
+
+
+class DriveSession:
+    """One driver clip in time order, fed in chunks: (crops, landmarks) -> the actor's faces."""
+
+    def __init__(self, model, cfg: TransferConfig, mode: str | None = None):
+        self.model, self.cfg = model, cfg
+        self.mode = check_mode(mode or cfg.mode)
+        self.assets: TransferAssets | None = getattr(model, "transfer", None)
+        if self.mode != "seed" and self.assets is None:
+            raise FaceVAEError(
+                f"driving mode {self.mode!r} needs the actor's transfer statistics, which this model file does "
+                "not carry: retrain it (the train stage fits them) or use --mode seed", getattr(model, "source", None)
+            )
+        if self.mode in NEEDS_HEAD and self.assets.head is None:
+            raise FaceVAEError(f"driving mode {self.mode!r} needs a landmark head: the actor's dataset had no landmarks")
+        self.smoother = LatentSmoother(cfg.smooth_lag if self.mode != "seed" else 0.0, cfg.smooth_beta)
+        self.started = False
+        self.driver_stats: tuple[np.ndarray, np.ndarray] | None = None
+        self.driver_neutral_lm: np.ndarray | None = None
+        self.driver_neutral_z: np.ndarray | None = None
+        self.distances: list[np.ndarray] = []  # per chunk: footage_neighbours of each driven code
+        self.nearest: list[np.ndarray] = []
+
+    @property
+    def range_limit(self) -> float | None:
+        """The farthest any of the actor's own val frames lies from her training codes (None for
+        the seed mode and for model files from before it was stored)."""
+        if self.mode == "seed" or self.assets is None or self.assets.codes is None:
+            return None
+        return self.assets.info.get("range_limit")
+
+    def footage(self) -> Footage | None:
+        """Every face driven so far against the actor's footage; None where the range is not
+        measured (the seed mode, older model files)."""
+        if self.range_limit is None:
+            return None
+        if not self.distances:
+            return Footage(np.zeros(0), np.zeros(0, np.int64), self.range_limit)
+        return Footage(np.concatenate(self.distances), np.concatenate(self.nearest), self.range_limit)
+
+    @property
+    def warmup(self) -> int:
+        """Faces the first chunk should hold (the neutral window); 0 for the seed."""
+        return 0 if self.mode == "seed" else self.cfg.neutral_window
+
+    def start(self, crops: np.ndarray, landmarks: np.ndarray) -> None:
+        """Driver neutral frame and colour statistics from the first faces of the clip."""
+        window = self.cfg.neutral_window or len(crops)
+        crops, landmarks = crops[:window], landmarks[:window]
+        given = self.cfg.driver_neutral
+        ni = given if given is not None and 0 <= given < len(crops) else neutral_index(landmarks)
+        self.driver_neutral_lm = np.asarray(landmarks[ni], dtype=np.float64)
+        masks = face_mask(landmarks, crops.shape[1], self.cfg.forehead, self.cfg.feather)
+        self.driver_stats = colour_stats(crops, masks)
+        if self.mode in ("relative", "blend"):
+            self.driver_neutral_z = self.encode_normalised(crops[ni : ni + 1], landmarks[ni : ni + 1])[0]
+        self.started = True
+
+    def normalise(self, crops: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        a, cfg = self.assets, self.cfg
+        out = crops
+        if cfg.colour_transfer:
+            out = reinhard(out, self.driver_stats, (a.lab_mean, a.lab_std))
+        if cfg.mask_background:
+            out = composite(out, face_mask(landmarks, crops.shape[1], cfg.forehead, cfg.feather), a.neutral_crop)
+        return out
+
+    def encode_normalised(self, crops: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        return self.model.encode(self.normalise(crops, landmarks))
+
+    def latents(self, crops: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        a, cfg = self.assets, self.cfg
+        if self.mode == "normalised":
+            return self.encode_normalised(crops, landmarks)
+        parts = []
+        if self.mode in ("relative", "blend"):
+            delta = self.encode_normalised(crops, landmarks) - self.driver_neutral_z
+            parts.append(a.neutral_mu + cfg.relative_gain * delta)
+        if self.mode in ("landmark", "blend"):
+            z = a.head(geometry(landmarks, self.driver_neutral_lm))
+            parts.append(a.head.bias + cfg.landmark_gain * (z - a.head.bias))
+        if self.mode == "blend":
+            if cfg.snap_parts:
+                parts = [snap_to_codes(part, a.codes, cfg.snap, cfg.snap_k) for part in parts]
+            return (cfg.blend_weight * parts[1] + (1 - cfg.blend_weight) * parts[0]).astype(np.float32)
+        return parts[0].astype(np.float32)
+
+    def __call__(self, crops: np.ndarray, landmarks: np.ndarray | None = None) -> np.ndarray:
+        crops = self.model.check_crops(crops)
+        if self.mode == "seed":
+            return self.model.reconstruct(crops)
+        if landmarks is None:
+            raise FaceVAEError(f"driving mode {self.mode!r} needs the driver's landmarks")
+        landmarks = np.asarray(landmarks, dtype=np.float64).reshape(len(crops), 68, 2)
+        if not self.started:
+            self.start(crops, landmarks)
+        z = self.smoother(snap_to_codes(self.latents(crops, landmarks), self.assets.codes, self.cfg.snap, self.cfg.snap_k))
+        if self.range_limit is not None:
+            distance, nearest = footage_neighbours(z, self.assets.codes, int(self.assets.info["range_k"]))
+            self.distances.append(distance)
+            self.nearest.append(nearest)
+        return self.model.decode(z)
+
+
+class ClipTranslator:
+    """A driving mode as a Translator over a whole clip: `translate_clip(crops, landmarks)`."""
+
+    def __init__(self, model, cfg: TransferConfig, mode: str):
+        self.model, self.cfg, self.mode = model, cfg, check_mode(mode)
+        self.footage: Footage | None = None  # of the last clip: DriveSession.footage
+
+    def session(self) -> DriveSession:
+        return DriveSession(self.model, self.cfg, self.mode)
+
+    def translate_clip(self, crops: np.ndarray, landmarks: np.ndarray | None) -> np.ndarray:
+        session = self.session()
+        faces = session(crops, landmarks)
+        self.footage = session.footage()
+        return faces
+
+    def __call__(self, crops: np.ndarray) -> np.ndarray:  # pixels only: the seed
+        if self.mode != "seed":
+            raise FaceVAEError(f"driving mode {self.mode!r} needs the driver's landmarks: call translate_clip")
+        return self.model.reconstruct(crops)
+
+
+def available_modes(model) -> list[str]:
+    """The modes this model can run (all of them when it carries transfer assets with a head)."""
+    assets = getattr(model, "transfer", None)
+    if assets is None:
+        return ["seed"]
+    return [m for m in MODES if m not in NEEDS_HEAD or assets.head is not None]
+
+
+def default_mode(model, cfg: TransferConfig) -> str:
+    """transfer.mode when this model can run it, else the best mode it can (old model files carry
+    no statistics: seed; a dataset without landmarks gives no head: relative)."""
+    modes = available_modes(model)
+    return cfg.mode if cfg.mode in modes else next(m for m in ("relative", "seed") if m in modes)
+
+
+def translators(model, cfg: TransferConfig) -> dict[str, ClipTranslator]:
+    return {mode: ClipTranslator(model, cfg, mode) for mode in available_modes(model)}

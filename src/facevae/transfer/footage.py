@@ -1,0 +1,76 @@
+"""The actor's footage in latent space: nearest training codes, the snap toward them, and how far a
+driven code lies beyond her own val frames (the range limit)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# ---- snap and smoothing ---------------------------------------------------------------------------
+
+
+def nearest_indices(queries: np.ndarray, table: np.ndarray, k: int, chunk: int = 256) -> np.ndarray:
+    """(N, k) row indices of `table` nearest (Euclidean) to each query, in no particular order.
+
+    Distances as |t|^2 - 2 q.t (|q|^2 is the same for every row), `chunk` queries at a time: memory
+    stays chunk x M, not chunk x M x D, for an actor with many frames."""
+    queries, table = np.asarray(queries, dtype=np.float64), np.asarray(table, dtype=np.float64)
+    k = min(k, len(table))
+    sq_norms = (table**2).sum(1)
+    out = np.empty((len(queries), k), dtype=np.int64)
+    for start in range(0, len(queries), chunk):
+        dist = sq_norms[None] - 2 * queries[start : start + chunk] @ table.T
+        out[start : start + chunk] = np.argpartition(dist, k - 1, axis=1)[:, :k]
+    return out
+
+
+def snap_to_codes(z: np.ndarray, codes: np.ndarray | None, weight: float, k: int, chunk: int = 256) -> np.ndarray:
+    """z' = (1 - weight) * z + weight * (mean of the k actor codes nearest to z), row by row.
+    No codes (an older model file) or weight 0: z unchanged."""
+    z = np.asarray(z, dtype=np.float32)
+    if weight == 0 or codes is None or len(codes) == 0:
+        return z
+    codes = np.asarray(codes, dtype=np.float64)
+    nearest = codes[nearest_indices(z, codes, k, chunk)].mean(1)
+    return ((1 - weight) * z.astype(np.float64) + weight * nearest).astype(np.float32)
+
+
+def footage_neighbours(z: np.ndarray, codes: np.ndarray, k: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) root mean square distance from each code to its k nearest actor codes: how far a driven
+    face is from anything in the actor's footage (where the decoder has seen nothing, it draws
+    blotchy, smeared faces that a landmark reader may still score well); and (N,) the row of
+    `codes` nearest to each (the actor's own frame that comes closest)."""
+    z, codes = np.asarray(z, dtype=np.float64), np.asarray(codes, dtype=np.float64)
+    rows = nearest_indices(z, codes, k, chunk)
+    squared = ((codes[rows] - z[:, None]) ** 2).sum(-1)
+    return np.sqrt(squared.mean(1)), rows[np.arange(len(z)), squared.argmin(1)]
+
+
+def footage_distance(z: np.ndarray, codes: np.ndarray, k: int, chunk: int = 256) -> np.ndarray:
+    """(N,) the distance of `footage_neighbours`."""
+    return footage_neighbours(z, codes, k, chunk)[0]
+
+
+@dataclass
+class Footage:
+    """How far each driven face of a clip lies from the actor's footage: (N,) `distance`
+    (footage_neighbours), (N,) `nearest` (rows of the model's codes: her clean training frames)
+    and the model's `limit` (range_limit)."""
+
+    distance: np.ndarray
+    nearest: np.ndarray
+    limit: float
+
+    @property
+    def beyond(self) -> np.ndarray:
+        """(N,) bool: the code lies beyond the actor's footage."""
+        return self.distance > self.limit
+
+
+def footage_range(val_mu: np.ndarray, codes: np.ndarray, k: int) -> dict[str, float]:
+    """range_k and range_limit for the model file. Her own unseen (val) frames are the yardstick: a
+    driven code farther from her training codes than the farthest of them is beyond her footage."""
+    if not len(val_mu) or not len(codes):
+        return {}
+    return {"range_k": k, "range_limit": float(footage_distance(val_mu, codes, k).max())}
