@@ -14,7 +14,7 @@ help:
 	@echo "make test-fast  only the quick tests (-m 'not slow')"
 	@echo "make test-gpu   the CUDA training tests (-m gpu; skipped without a GPU)"
 	@echo "make lint-imports  the import contract: layers import downwards only, no cycles (pyproject.toml)"
-	@echo "make bench      run the speed benchmarks in bench/"
+	@echo "make bench      run the speed benchmarks in bench/, write their output to docs/bench.md"
 	@echo "make sweep      Optuna hyperparameter sweep on the pexels sample (ACTOR=, TRIALS=, WORKERS=)"
 	@echo "make audit      expression r read by a second landmark model (MediaPipe FaceMesh, own venv; ACTOR=)"
 
@@ -50,12 +50,7 @@ sweep: setup
 	facevae sweep --actor $(ACTOR) --trials $(TRIALS) --workers $(WORKERS)
 
 bench: setup
-	python bench/extract.py
-	python bench/extract_workers.py
-	python bench/train.py
-	python bench/ssim.py
-	python bench/reconstruct.py
-	python bench/occlusion.py
+	python bench/run_all.py  # writes docs/bench.md
 
 # A second opinion on the evaluation's expression r (audit/second_reader.py): MediaPipe FaceMesh
 # reads the driver's and the actor's crops, in its own environment (mediapipe 0.10.21 pins

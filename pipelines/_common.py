@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-from facevae.core.atomic import atomic_path
 from facevae.core.config import Params, load_params
 from facevae.core.errors import FaceVAEError
+from facevae.core.logs import configure as configure_logging
 
 
 def stage_main(description: str, body: Callable[[Params, str], None], needs_actor: bool = True) -> None:
@@ -19,6 +18,7 @@ def stage_main(description: str, body: Callable[[Params, str], None], needs_acto
         parser.add_argument("--actor", required=True, help="actor name, as listed in params.yaml")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
+    configure_logging()
     try:
         body(load_params(args.params), getattr(args, "actor", ""))
     except FaceVAEError as exc:
@@ -26,6 +26,3 @@ def stage_main(description: str, body: Callable[[Params, str], None], needs_acto
         sys.exit(1)
 
 
-def write_json(path: str | Path, data: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

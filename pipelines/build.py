@@ -3,8 +3,9 @@
 
 from pathlib import Path
 
-from _common import stage_main, write_json
+from _common import stage_main
 
+from facevae.core.atomic import write_json
 from facevae.data.coverage import read_frames, write_coverage
 from facevae.data.curation import curation_path
 from facevae.data.dataset import build_actor_dataset

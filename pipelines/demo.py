@@ -13,10 +13,11 @@ honest: a new model.pt re-renders the demo.
 
 from pathlib import Path
 
-from _common import stage_main, write_json
+from _common import stage_main
 
 from facevae.apps.reconstruct import reconstruct_video
 from facevae.apps.walk import render_samples, render_walk, walk_endpoints
+from facevae.core.atomic import write_json
 from facevae.core.errors import FaceVAEError
 from facevae.transfer.actor import ActorModel
 from facevae.transfer.drive import default_mode

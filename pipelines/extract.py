@@ -2,8 +2,9 @@
 
 from pathlib import Path
 
-from _common import stage_main, write_json
+from _common import stage_main
 
+from facevae.core.atomic import write_json
 from facevae.extract.extractor import extract_actor, find_videos, summary_json
 
 

@@ -9,6 +9,13 @@ import pytest
 
 from facevae.core.config import SamplesConfig
 from facevae.data.samples import fetch_samples
+from tests.facedata import write_face_dataset
+
+
+@pytest.fixture(scope="module")
+def faces_h5(tmp_path_factory) -> Path:
+    """A small real-image face dataset (astronaut crops, 40 train / 8 val) for training tests."""
+    return write_face_dataset(tmp_path_factory.mktemp("data") / "astro.h5", n_train=40, n_val=8)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 from skimage.data import astronaut
 
+from facevae.core.config import Params, validate_params
 from facevae.data.dataset import write_dataset
 
 
@@ -29,3 +30,12 @@ def write_face_dataset(path: Path, n_train: int = 40, n_val: int = 8, size: int 
         path, face_crops(n, size), np.full((n, 68, 2), np.nan, dtype=np.float32),
         ["astronaut.png"] * n, np.arange(n), split, attrs={"coverage": 1.6, "extract_params": {}},
     )
+
+
+QUICK_TRAIN = {"batch_size": 16, "decoder_epochs": 0}  # seconds, not minutes: no decoder phase
+
+
+def quick_params(model: dict | None = None, mlflow: bool = False, **train) -> Params:
+    """The shipped recipe (the config defaults are params.yaml's) with a short training: no decoder
+    phase, batch 16, MLflow off unless asked; `train` and `model` override what a test needs."""
+    return validate_params({"model": model or {}, "train": {**QUICK_TRAIN, **train}, "mlflow": {"enabled": mlflow}})

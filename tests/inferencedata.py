@@ -1,7 +1,8 @@
 """A tiny actor model trained for real (2 epochs, MLflow in a temp store) for the inference tests.
 
 Trained once per test session whichever inference test module asks first (about 7 s on CPU):
-models/pexels/model.pt, an MLflow run, and version 1 of facevae-pexels with alias @champion.
+models/pexels/model.pt, an MLflow run, and version 1 of facevae-pexels, given alias @champion by hand
+(training alone names no champion: an evaluation, or a user, does).
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from facedata import face_crops
+from mlflow.tracking import MlflowClient
 
 from facevae.core.config import ExtractConfig, validate_params
 from facevae.data.dataset import write_dataset
+from facevae.tracking.registry import CHAMPION
 from facevae.tracking.runs import environment_kept
 from facevae.training.run import train
+from tests.facedata import QUICK_TRAIN, face_crops
 
 ACTOR = "pexels"
 N_TRAIN, N_VAL = 40, 8
@@ -61,11 +64,12 @@ def tiny_model(root: Path) -> TinyModel:
     overrides = [f"mlflow.tracking_uri={uri}", f"mlflow.artifact_location={root / 'mlartifacts'}"]
     params = validate_params(
         {
-            "train": {"epochs": 2, "batch_size": 16, "log_images_every": 100},
+            "train": {**QUICK_TRAIN, "epochs": 2, "log_images_every": 100},
             "mlflow": {"tracking_uri": uri, "artifact_location": str(root / "mlartifacts")},
         }
     )
     with environment_kept():
         result = train(dataset, ACTOR, params, root / "models" / ACTOR, progress=False)
+    MlflowClient(uri).set_registered_model_alias(f"facevae-{ACTOR}", CHAMPION, result.model_version)
     _TRAINED[root] = TinyModel(root, result.model_path, dataset, uri, result.run_id, overrides)
     return _TRAINED[root]

@@ -47,3 +47,10 @@ def test_flatten_gives_dotted_keys():
     flat = flatten(Params())
     assert flat["train.augment.hflip"] is True
     assert "model.latent_dim" in flat
+
+
+def test_the_schema_defaults_are_params_yaml():
+    """One source of defaults: a run or test without params.yaml gets the shipped recipe."""
+    shipped = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    differ = {k: (v, flatten(shipped)[k]) for k, v in flatten(Params()).items() if flatten(shipped)[k] != v}
+    assert differ == {}, f"config.py default vs params.yaml: {differ}"

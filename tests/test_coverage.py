@@ -13,7 +13,6 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from media import astronaut_frames, coffee_frames, write_clip
 from PIL import Image
 
 from facevae.core.config import BuildConfig, ExtractConfig
@@ -32,6 +31,7 @@ from facevae.data.dataset import build_actor_dataset
 from facevae.data.review import write_review
 from facevae.extract.extractor import extract_actor
 from facevae.faces.expression import EXPRESSION_FEATURES, expression_features
+from tests.media import astronaut_frames, coffee_frames, write_clip
 
 REPO = Path(__file__).resolve().parents[1]
 CURATION = 'exclude: [{video: pair.mp4, frames: "2-3"}]\nkeep: [{video: pair.mp4, frames: 20}]\n'

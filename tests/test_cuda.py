@@ -10,15 +10,14 @@ import os
 import numpy as np
 import pytest
 import torch
-from facedata import write_face_dataset
 
-from facevae.core.config import validate_params
 from facevae.data.dataset import read_split
 from facevae.faces.crop import CropGeometry
 from facevae.model.files import load_model
 from facevae.tracking.runs import face_grids
 from facevae.training.loop import CHECKPOINT, resolve_precision, run_training
 from facevae.transfer.actor import ActorModel
+from tests.facedata import quick_params, write_face_dataset
 
 # cuBLAS reads this when its first handle is made: set before any CUDA work, for the determinism test
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -28,13 +27,12 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 @pytest.fixture(scope="module")
 def faces_h5(tmp_path_factory):
+    """More faces than the shared fixture: enough batches for mixed precision to differ from fp32."""
     return write_face_dataset(tmp_path_factory.mktemp("data") / "astro.h5", n_train=96, n_val=16)
 
 
 def params(model=None, **train):
-    return validate_params(
-        {"model": model or {}, "train": {"batch_size": 16, "device": "cuda", **train}, "mlflow": {"enabled": False}}
-    )
+    return quick_params(model, device="cuda", **train)
 
 
 def val_faces(path) -> torch.Tensor:

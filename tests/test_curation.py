@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from test_dataset import write_fake_extract
+from tests.test_dataset import write_fake_extract
 from typer.testing import CliRunner
 
 from facevae.cli import app

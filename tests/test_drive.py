@@ -13,8 +13,6 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from inferencedata import tiny_model
-from media import write_clip
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -28,6 +26,8 @@ from facevae.extract.drivers import align_driver, aligner_for
 from facevae.extract.extractor import extract_video
 from facevae.faces.detect import FaceEncoder
 from facevae.transfer.actor import ActorModel
+from tests.inferencedata import tiny_model
+from tests.media import write_clip
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = ExtractConfig()

@@ -12,7 +12,6 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from media import astronaut_frames, coffee_frames, truncate, write_clip
 from typer.testing import CliRunner
 
 from facevae.cli import app
@@ -27,6 +26,7 @@ from facevae.extract.extractor import (
 )
 from facevae.faces.align import template_in_crop
 from facevae.faces.landmarks import SUBJECT_LEFT_EYE, SUBJECT_RIGHT_EYE
+from tests.media import astronaut_frames, coffee_frames, truncate, write_clip
 
 CFG = ExtractConfig(detect_width=256)
 

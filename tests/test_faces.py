@@ -6,7 +6,6 @@ import cv2
 import numpy as np
 import pytest
 import skimage.data
-from media import astronaut_frames
 
 from facevae.core.errors import FaceVAEError
 from facevae.faces.align import (
@@ -27,6 +26,7 @@ from facevae.faces.detect import (
     to_grey,
 )
 from facevae.faces.landmarks import SUBJECT_LEFT_EYE, SUBJECT_RIGHT_EYE
+from tests.media import astronaut_frames
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from inferencedata import tiny_model
 from typer.testing import CliRunner
 
 from facevae.apps.walk import latent_path
@@ -15,6 +14,7 @@ from facevae.core.errors import FaceVAEError
 from facevae.faces.crop import CropGeometry
 from facevae.tracking.models import load_actor_model, model_uri
 from facevae.transfer.actor import ActorModel, model_crop, requested_crop
+from tests.inferencedata import tiny_model
 
 
 @pytest.fixture(scope="module")

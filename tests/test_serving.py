@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from inferencedata import tiny_model
 
 from facevae.core.config import ExtractConfig
 from facevae.extract.drivers import aligner_for, read_image
 from facevae.transfer.actor import ActorModel
+from tests.inferencedata import tiny_model
 
 SERVER_START_TIMEOUT_S = 90
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from facedata import write_face_dataset
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
@@ -29,8 +28,10 @@ from facevae.sweep import (
     run_sweep,
     study_for,
 )
+from tests.facedata import QUICK_TRAIN
 
-TINY_MODEL = {"enc_channels": [4, 8, 8, 8], "dec_channels": [8, 8, 4], "dec_hidden": 16, "latent_dim": 4}
+TINY_MODEL = {"enc_channels": [4, 8, 8, 8], "dec_channels": [8, 8, 4], "dec_hidden": 16, "latent_dim": 4,
+              "decoder": "deconv"}  # the resize decoder needs dec_hidden * width a multiple of 16
 SPACE = {
     "model.latent_dim": {"low": 2, "high": 6},
     "model.width_multiplier": {"choices": [0.5, 1.0]},
@@ -41,15 +42,10 @@ SPACE = {
 FIXED_OUT_OF_RANGE = "ignore:Fixed parameter"  # enqueued trials with a deliberately bad lr
 
 
-@pytest.fixture(scope="module")
-def faces_h5(tmp_path_factory):
-    return write_face_dataset(tmp_path_factory.mktemp("data") / "astro.h5", n_train=32, n_val=8)
-
-
 def sweep_raw(root: Path, mlflow: bool = False, **sweep) -> dict:
     return {
         "model": TINY_MODEL,
-        "train": {"batch_size": 16, "num_threads": 1},
+        "train": {**QUICK_TRAIN, "num_threads": 1},
         "mlflow": {"enabled": mlflow, "tracking_uri": f"sqlite:///{root}/mlflow.db",
                    "artifact_location": str(root / "artifacts")},
         "sweep": {
@@ -384,7 +380,7 @@ def test_a_killed_sweep_process_resumes_without_losing_trials(tmp_path, faces_h5
 
 @pytest.mark.slow
 def test_multi_objective_sweep_gives_a_pareto_front(tmp_path, faces_h5):
-    from media import astronaut_frames, write_clip
+    from tests.media import astronaut_frames, write_clip
 
     driver = write_clip(tmp_path / "driver.mp4", astronaut_frames(8))
     raw = sweep_raw(tmp_path, identity_frames=2)
@@ -399,3 +395,14 @@ def test_multi_objective_sweep_gives_a_pareto_front(tmp_path, faces_h5):
     assert summary["pareto_front"][0]["values"].keys() == {"val_neg_elbo", "expression_r"}
     with pytest.raises(FaceVAEError, match="optimises val_neg_elbo, expression_r"):
         run_sweep(faces_h5, "astro", validate_params(raw), 3)  # the same study, single-objective
+
+
+def test_optuna_is_the_major_the_worker_was_written_for():
+    """The sweep worker reads trial ids and heartbeats through Optuna 5's private API
+    (Trial._trial_id, optuna.storages._rdb.models.TrialHeartbeatModel), so pyproject pins optuna<6.
+    On the next major this fails first: check those two, then widen the pin."""
+    from optuna.storages._rdb.models import TrialHeartbeatModel
+
+    assert int(optuna.__version__.split(".")[0]) == 5
+    assert callable(TrialHeartbeatModel.where_trial_id)
+    assert "_trial_id" in optuna.trial.Trial.__init__.__code__.co_names or hasattr(optuna.trial.Trial, "_trial_id")

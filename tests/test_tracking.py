@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from facedata import face_crops, write_face_dataset
 from PIL import Image
 
 from facevae.core.config import MlflowConfig, flatten, validate_params
@@ -14,8 +13,10 @@ from facevae.core.errors import FaceVAEError
 from facevae.core.images import make_grid, save_png, stack_rows
 from facevae.model.files import load_model
 from facevae.tracking.pyfunc import as_face_batch, reconstruct_uint8
+from facevae.tracking.registry import EVAL_DRIVERS, log_evaluation
 from facevae.tracking.runs import artifact_root, configure_tracking, read_run_file
 from facevae.training.run import train
+from tests.facedata import QUICK_TRAIN, face_crops, write_face_dataset
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def tracked(tmp_path_factory):
     data = write_face_dataset(root / "astro.h5", n_train=32, n_val=8)
     uri = f"sqlite:///{root}/mlflow.db"
     params = validate_params({
-        "train": {"epochs": 2, "batch_size": 16, "log_images_every": 1},
+        "train": {**QUICK_TRAIN, "epochs": 2, "log_images_every": 1},
         "mlflow": {"tracking_uri": uri, "artifact_location": str(root / "artifacts")},
     })
     with pytest.MonkeyPatch.context() as mp:
@@ -36,9 +37,14 @@ def tracked(tmp_path_factory):
         first = train(data, "astro", params, root / "run1", progress=False)
         second = train(data, "astro", params, root / "run2", progress=False)
         leaked = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    client = MlflowClient(uri)
+    aliases_after_training = dict(client.get_registered_model("facevae-astro").aliases)
+    decisions = [log_evaluation(read_run_file(root / run), {"expression_r": r}, [("expression_r", False)],
+                                {EVAL_DRIVERS: "clip.mp4"}) for run, r in (("run1", 0.6), ("run2", 0.5))]
     return {
         "root": root, "uri": uri, "data": data, "params": params, "runs": [first, second],
-        "client": MlflowClient(uri), "leaked": leaked,
+        "client": client, "leaked": leaked, "aliases_after_training": aliases_after_training,
+        "decisions": decisions,
     }
 
 
@@ -74,14 +80,15 @@ def test_face_grids_are_logged_as_pngs(tracked):
     assert (width, height) == (2 * (8 * 66 + 2), 2 * (2 * 66 + 2))  # 8 faces over 8 reconstructions, zoom 2
 
 
-def test_each_run_registers_a_version_and_the_first_is_champion(tracked):
+def test_each_run_registers_a_version_and_only_an_evaluation_names_the_champion(tracked):
     first, second = tracked["runs"]
     assert (first.model_version, second.model_version) == ("1", "2")
+    assert tracked["aliases_after_training"] == {}  # no version is champion before it is evaluated
+    record = read_run_file(tracked["root"] / "run1")
+    assert record["run_id"] == first.run_id and record["version"] == "1" and "aliases" not in record
+    assert [d["promoted"] for d in tracked["decisions"]] == [True, False]  # v2 scored lower: v1 stays
     champion = tracked["client"].get_model_version_by_alias("facevae-astro", "champion")
     assert str(champion.version) == "1" and champion.run_id == first.run_id
-    record = read_run_file(tracked["root"] / "run1")
-    assert record["run_id"] == first.run_id and record["aliases"] == ["champion"]
-    assert read_run_file(tracked["root"] / "run2")["aliases"] == []
 
 
 def test_champion_loads_in_a_fresh_process_and_reconstructs(tracked, tmp_path):

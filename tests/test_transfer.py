@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from media import astronaut_frames, write_clip
 
 from facevae.apps.reconstruct import reconstruct_video
 from facevae.core.config import ExtractConfig, ModelConfig, TransferConfig
@@ -30,6 +29,7 @@ from facevae.transfer.fit import (
     reinhard,
 )
 from facevae.transfer.footage import footage_distance, footage_neighbours, snap_to_codes
+from tests.media import astronaut_frames, write_clip
 
 CFG = TransferConfig()
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from media import astronaut_frames, truncate, write_clip
 
 from facevae.core.errors import FaceVAEError
 from facevae.data.video import VideoWriter, iter_frames, probe
+from tests.media import astronaut_frames, truncate, write_clip
 
 
 @pytest.fixture(scope="module")

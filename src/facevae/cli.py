@@ -14,6 +14,8 @@ import typer
 
 from facevae.core.config import DEFAULT_PARAMS, load_params
 from facevae.core.errors import FaceVAEError
+from facevae.core.logs import NORMAL, QUIET, VERBOSE
+from facevae.core.logs import configure as configure_logging
 
 app = typer.Typer(
     help="facevae: learn one actor's facial expressions with a VAE and let anyone's face drive them.\n\n"
@@ -32,6 +34,15 @@ SetOption = typer.Option(
 ParamsOverrideOption = typer.Option(
     None, "--params-override", help="A YAML file merged over --params before any --set, e.g. a sweep's best_params.yaml (repeatable)."
 )
+
+
+@app.callback()
+def logging_options(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug messages too, each with the module it comes from."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings and errors only (no progress lines)."),
+):
+    """facevae's messages go to stderr through `logging`; -v or -q before the command sets how many."""
+    configure_logging(VERBOSE if verbose else QUIET if quiet else NORMAL)
 
 
 def user_errors(func: Callable) -> Callable:
@@ -194,7 +205,7 @@ def train_cmd(
 
     After train.epochs VAE epochs, train.decoder_epochs more train the decoder alone on the latent means, against a PatchGAN discriminator when train.adversarial_weight > 0 (its losses: train_disc, train_adv). --set train.decoder_epochs=0 trains the plain VAE.
 
-    With mlflow.enabled the run is logged to mlflow.tracking_uri (MLFLOW_TRACKING_URI wins), with face grids every train.log_images_every epochs, and a new version of model facevae-ACTOR is registered (its first version gets alias @champion).
+    With mlflow.enabled the run is logged to mlflow.tracking_uri (MLFLOW_TRACKING_URI wins), with face grids every train.log_images_every epochs, and a new version of model facevae-ACTOR is registered; `facevae evaluate` decides whether it becomes @champion.
 
     Example: facevae train --data data/hdf5/pexels.h5 --actor pexels --set train.epochs=20
 
@@ -431,7 +442,7 @@ def sweep_cmd(
         with sigterm_as_interrupt():  # a SIGTERM ends the running trial cleanly (it is retried on resume)
             result = run_sweep(
                 data or Path("data/hdf5") / f"{actor}.h5", actor, cfg, trials, study=study, storage=storage,
-                workers=workers, multi=multi, timeout=timeout, out_dir=out, log=typer.echo,
+                workers=workers, multi=multi, timeout=timeout, out_dir=out,
             )
     except KeyboardInterrupt:
         typer.echo("interrupted: finished trials are kept; rerun the same command to resume", err=True)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 
 def current_umask() -> int:
@@ -51,3 +52,15 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
             os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` atomically (temp file, then rename); returns the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> Path:
+    """`data` as indented JSON with sorted keys, written atomically."""
+    return write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

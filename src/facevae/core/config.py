@@ -1,5 +1,9 @@
 """Typed configuration: params.yaml is read and validated here, once.
 
+The defaults below are the shipped recipe, equal to params.yaml's values (tests/test_config.py
+fails when the two differ), so a run without params.yaml in the working directory trains the
+same model as `dvc repro`.
+
 Each section of params.yaml is one model below; unknown keys and out-of-range values are
 errors that name the key. `--set key.sub=value` overrides use the same dotted names.
 """
@@ -94,10 +98,10 @@ class ModelConfig(Section):
     dec_hidden: int = Field(1024, ge=1)
     dec_channels: list[int] = [128, 64, 32]
     dec_kernels: list[int] = [5, 5, 6, 6]
-    decoder: Literal["deconv", "resize"] = "deconv"  # resize: nearest 2x upsampling + 3x3 convs (no checkerboard)
+    decoder: Literal["deconv", "resize"] = "resize"  # resize: nearest 2x upsampling + 3x3 convs (no checkerboard)
     batch_norm: bool = True
     recon_loss: Literal["bce", "mse"] = "bce"
-    ssim_weight: float = Field(0.0, ge=0.0)  # adds weight * pixels * (1 - SSIM) to the reconstruction term (0 = off)
+    ssim_weight: float = Field(1.0, ge=0.0)  # adds weight * pixels * (1 - SSIM) to the reconstruction term (0 = off)
     gdl_weight: float = Field(0.0, ge=0.0)  # adds weight * sum |grad(x) - grad(x')| (gradient difference loss; 0 = off)
     beta: float = Field(1.0, ge=0.0)
     image_size: int = Field(64, ge=16)
@@ -137,14 +141,14 @@ class TrainConfig(Section):
     # After `epochs`, this many epochs train the decoder alone on z = mu (encoder frozen): it learns
     # to decode the codes that inference uses instead of noisy samples of them, so faces come out
     # sharper while the latent space (and everything fitted on it) stays as the VAE left it.
-    decoder_epochs: int = Field(0, ge=0)
+    decoder_epochs: int = Field(30, ge=0)
     decoder_lr: float = Field(1e-3, gt=0)
     # The decoder phase can add an adversarial term: a PatchGAN discriminator learns to tell the
     # actor's frames from decoded ones, and the decoder learns to fool it (weight: a factor on the
     # VQGAN adaptive weight; 0 = off). `adversarial_mix` also shows it decodes of random mixes of two
     # frames' codes (ACAI), the in-between codes that driving produces. The first
     # `adversarial_warmup` phase epochs train the discriminator alone. No effect without the phase.
-    adversarial_weight: float = Field(0.0, ge=0.0)
+    adversarial_weight: float = Field(0.3, ge=0.0)
     adversarial_mix: bool = True
     adversarial_warmup: int = Field(2, ge=0)
     discriminator_lr: float = Field(2e-4, gt=0)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
-from facevae.core.atomic import atomic_path
+from facevae.core.atomic import write_text
 from facevae.core.config import TargetConfig
 from facevae.core.images import make_grid, save_png, upscale
 from facevae.evaluation.gaps import beyond_png, mark_beyond
@@ -40,11 +40,6 @@ def json_safe(value):
         return int(value)
     return value
 
-
-def write_text(path: Path, text: str) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return path
 
 
 def fmt(value) -> str:

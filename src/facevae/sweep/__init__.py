@@ -19,6 +19,7 @@ facevae-<actor>, like a training run. Reports go to <out_dir>/<actor>/sweep/.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +86,6 @@ from facevae.sweep.space import (
     tuned_values,
 )
 from facevae.sweep.storage import (
-    Log,
     build_pruner,
     build_sampler,
     default_study_name,
@@ -94,7 +94,6 @@ from facevae.sweep.storage import (
     open_storage,
     open_study,
     optuna_warnings_off,
-    quiet,
     retry_callback,
     safe_name,
     trial_seed,
@@ -132,9 +131,11 @@ from facevae.sweep.worker import (
     worker_process,
 )
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "MLFLOW_STATUS", "PARENT_RUN_ATTR", "POLL_S", "REGISTERED_ATTR", "TRIAL_ERRORS", "WIDTH", "WIDTH_TARGETS",
-    "Census", "Log", "Outcome", "PruningMonitor", "SweepJob", "SweepResult", "TransferProbe", "WorkerStats",
+    "Census", "Outcome", "PruningMonitor", "SweepJob", "SweepResult", "TransferProbe", "WorkerStats",
     "all_trials", "baseline_trial", "baseline_values", "best_params_document", "best_trials", "build_pruner",
     "build_sampler", "census", "check_job", "check_space", "choice_label", "choice_value", "claim_trial",
     "close_orphan_trial_runs", "critical", "curve_limits", "default_study_name", "describe_outcome", "directions",
@@ -142,7 +143,7 @@ __all__ = [
     "fail_trials_without_heartbeat", "finalize", "finish_trial", "give_up_interrupted", "guard_storage", "has_heartbeat",
     "heartbeat", "is_placeholder", "log_sweep_results", "log_sweep_setup", "log_trial_model", "make_job",
     "masked_url", "one_line", "open_storage", "open_study", "optuna_warnings_off", "parent_run",
-    "place_in_budget", "plot_specs", "prune_models", "quiet", "raise_interrupt", "register_best",
+    "place_in_budget", "plot_specs", "prune_models", "raise_interrupt", "register_best",
     "release_memory", "resolved_params", "retried_numbers", "retry_callback", "run_objective", "run_one_trial",
     "run_sweep", "run_worker", "run_workers", "safe_name", "scale_widths", "set_dotted", "sigterm_as_interrupt",
     "stop_processes", "study_for", "suggest", "sweep_summary", "tag_trial_run", "tidy_trial_dir", "trial_dir",
@@ -233,39 +234,38 @@ def run_sweep(
     multi: bool = False,
     timeout: float | None = None,
     out_dir: Path | None = None,
-    log: Log = quiet,
 ) -> SweepResult:
     """Run (or resume, or join) a sweep until the study has `trials` finished trials; then report.
 
     Returns the counts, the best trial(s), the registered model version and the files written to
     `out_dir` (default <sweep.out_dir>/<actor>/sweep)."""
-    job = make_job(data, actor, params, trials, study, storage, workers, multi, timeout, verbose=log is not quiet)
+    job = make_job(data, actor, params, trials, study, storage, workers, multi, timeout, verbose=logger.isEnabledFor(logging.INFO))
     check_job(job, workers)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study_obj = open_study(job, open_storage(job.storage_url, params.sweep))
     enqueue_baseline(study_obj, job)
-    log(f"study {job.study_name} in {masked_url(job.storage_url)}: {census(study_obj.get_trials()).describe()}; "
-        f"running up to {job.budget} with {workers} worker(s)")
+    logger.info(f"study {job.study_name} in {masked_url(job.storage_url)}: {census(study_obj.get_trials()).describe()}; "
+                f"running up to {job.budget} with {workers} worker(s)")
     with parent_run(study_obj, job) as parent_run_id:
         job.parent_run_id = parent_run_id
-        run_workers(job, workers, log)
-        return finalize(study_obj, job, out_dir or Path(params.sweep.out_dir) / actor / "sweep", log)
+        run_workers(job, workers)
+        return finalize(study_obj, job, out_dir or Path(params.sweep.out_dir) / actor / "sweep")
 
 
-def finalize(study: optuna.Study, job: SweepJob, out: Path, log: Log) -> SweepResult:
+def finalize(study: optuna.Study, job: SweepJob, out: Path) -> SweepResult:
     """Best trial, registration, best_params.yaml, summary.json, trials.csv, plots; all logged to the parent run."""
     out.mkdir(parents=True, exist_ok=True)
     close_orphan_trial_runs(study, job, job.parent_run_id)
     counts = census(study.get_trials(deepcopy=False))
     front = best_trials(study, job.objectives)
     best = front[0] if front else None
-    registered = register_best(study, best, job, log) if best is not None else None
+    registered = register_best(study, best, job) if best is not None else None
     prune_models(study, front, job)
     files = [write_trials_csv(out / "trials.csv", trial_rows(study, job.objectives))]
     if best is not None:
         path = out / "best_params.yaml"
         files.append(write_text(path, best_params_document(best, job, study, path)))
-    files += write_plots(study, job.objectives, out, log)
+    files += write_plots(study, job.objectives, out)
     summary = sweep_summary(study, job, counts, front, registered)
     files.append(write_text(out / "summary.json", json.dumps(summary, indent=2, default=str) + "\n"))
     log_sweep_results(job, summary, files)

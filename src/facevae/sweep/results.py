@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import warnings
@@ -14,11 +15,11 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from facevae.core.atomic import atomic_path
+from facevae.core.atomic import write_text
 from facevae.core.config import OBJECTIVES, validate_params
 from facevae.sweep.budget import retried_numbers
 from facevae.sweep.space import resolved_params
-from facevae.sweep.storage import Log, optuna_warnings_off
+from facevae.sweep.storage import optuna_warnings_off
 from facevae.sweep.trial import SweepJob, one_line, trial_dir
 from facevae.tracking.records import TrainResult
 from facevae.tracking.runs import (
@@ -30,6 +31,8 @@ from facevae.tracking.runs import (
 )
 
 REGISTERED_ATTR = "registered_model"
+
+logger = logging.getLogger(__name__)
 
 
 # ---- after the trials: best trial, registration, reports ----------------------------------------
@@ -53,7 +56,7 @@ def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
     return None
 
 
-def register_best(study: optuna.Study, best: FrozenTrial, job: SweepJob, log: Log) -> dict[str, Any] | None:
+def register_best(study: optuna.Study, best: FrozenTrial, job: SweepJob) -> dict[str, Any] | None:
     """Log the best trial's model to its own MLflow run and register it, once per best trial."""
 
     cfg = job.params.mlflow
@@ -63,7 +66,7 @@ def register_best(study: optuna.Study, best: FrozenTrial, job: SweepJob, log: Lo
     out = trial_dir(job, best.number)
     record = read_run_file(out)
     if not (out / "model.pt").is_file() or not record.get("run_id"):
-        log(f"best trial {best.number} ran on {best.user_attrs.get('host', 'another machine')}: "
+        logger.info(f"best trial {best.number} ran on {best.user_attrs.get('host', 'another machine')}: "
             f"its model is not in {out}, so it is registered by a sweep run there")
         return done or None
 
@@ -122,12 +125,6 @@ def best_params_document(best: FrozenTrial, job: SweepJob, study: optuna.Study, 
     return text
 
 
-def write_text(path: Path, text: str) -> Path:
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return path
-
 
 def trial_rows(study: optuna.Study, objectives: list[str]) -> list[dict[str, Any]]:
     retried = retried_numbers(study.get_trials(deepcopy=False))
@@ -185,7 +182,7 @@ def curve_limits(study: optuna.Study) -> tuple[float, float] | None:
     return low - margin, typical + margin
 
 
-def write_plots(study: optuna.Study, objectives: list[str], out: Path, log: Log) -> list[Path]:
+def write_plots(study: optuna.Study, objectives: list[str], out: Path) -> list[Path]:
     """Each plot as interactive HTML (plotly) and PNG (matplotlib: no browser needed for images)."""
     import matplotlib
 
@@ -212,5 +209,5 @@ def write_plots(study: optuna.Study, objectives: list[str], out: Path, log: Log)
                 plt.close(image)
             files += [out / f"{name}.html", out / f"{name}.png"]
         except (ValueError, RuntimeError, ZeroDivisionError, IndexError) as exc:  # too few trials for this plot
-            log(f"no {name} plot: {one_line(exc)}")
+            logger.info(f"no {name} plot: {one_line(exc)}")
     return files

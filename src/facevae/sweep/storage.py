@@ -17,13 +17,6 @@ from facevae.core.errors import FaceVAEError
 from facevae.sweep.interrupt import guard_storage
 from facevae.sweep.trial import SweepJob
 
-Log = Callable[[str], None]
-
-
-def quiet(_: str) -> None:
-    pass
-
-
 # ---- names and storage --------------------------------------------------------------------------
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import gc
+import logging
 import math
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +31,8 @@ from facevae.transfer.actor import ActorModel
 from facevae.transfer.drive import translators
 
 TRIAL_ERRORS = (FaceVAEError, RuntimeError, ValueError)  # a trial that raises these fails; the study goes on
+
+logger = logging.getLogger(__name__)
 
 
 # ---- one trial ----------------------------------------------------------------------------------
@@ -180,7 +182,7 @@ def tag_trial_run(job: SweepJob, number: int, outcome: Outcome) -> None:
             client.log_metric(run_id, f"objective_{name}", value)
         client.set_terminated(run_id, MLFLOW_STATUS[outcome.state])
     except MlflowException as exc:  # the trial itself is recorded in the study; MLflow is a view of it
-        print(f"trial {number}: could not tag its MLflow run: {one_line(exc)}", file=sys.stderr)
+        logger.warning(f"trial {number}: could not tag its MLflow run: {one_line(exc)}")
 
 
 # ---- expression transfer (--multi) --------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import signal
 import sys
@@ -19,15 +20,15 @@ from optuna.trial import Trial, TrialState
 
 from facevae.core.config import SweepConfig
 from facevae.core.errors import FaceVAEError
+from facevae.core.logs import NORMAL, QUIET
+from facevae.core.logs import configure as configure_logging
 from facevae.sweep.budget import all_trials, census, place_in_budget
 from facevae.sweep.interrupt import raise_interrupt
 from facevae.sweep.storage import (
-    Log,
     build_sampler,
     open_storage,
     open_study,
     optuna_warnings_off,
-    quiet,
     retry_callback,
     trial_seed,
 )
@@ -41,6 +42,8 @@ from facevae.sweep.trial import (
 )
 
 POLL_S = 2.0  # how often a worker with nothing to claim looks again
+
+logger = logging.getLogger(__name__)
 
 
 # ---- a worker -----------------------------------------------------------------------------------
@@ -127,7 +130,7 @@ class WorkerStats:
     by_state: dict[str, int] = field(default_factory=dict)
 
 
-def run_worker(job: SweepJob, log: Log = quiet) -> WorkerStats:
+def run_worker(job: SweepJob) -> WorkerStats:
     """Claim and run trials until the study has `job.budget` finished trials (or time is up)."""
     cfg = job.params.sweep
     storage = open_storage(job.storage_url, cfg)
@@ -157,7 +160,7 @@ def run_worker(job: SweepJob, log: Log = quiet) -> WorkerStats:
         finish_trial(study, trial, outcome, job)
         stats.ran += 1
         stats.by_state[outcome.state.name] = stats.by_state.get(outcome.state.name, 0) + 1
-        log(describe_outcome(trial.number, outcome, job.objectives))
+        logger.info(describe_outcome(trial.number, outcome, job.objectives))
     return stats
 
 
@@ -174,23 +177,23 @@ def worker_process(job: SweepJob, index: int) -> None:  # pragma: no cover - run
     signal.signal(signal.SIGTERM, raise_interrupt)
     signal.signal(signal.SIGINT, raise_interrupt)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    prefix = f"[worker {index}] "
+    configure_logging(NORMAL if job.verbose else QUIET, prefix=f"[worker {index}] ")
     try:
-        run_worker(job, log=lambda line: print(prefix + line, flush=True) if job.verbose else None)
+        run_worker(job)
     except KeyboardInterrupt:
         sys.exit(130)
     except FaceVAEError as exc:
-        print(f"{prefix}error: {exc}", file=sys.stderr, flush=True)
+        logger.error(f"error: {exc}")
         sys.exit(1)
     except Exception:
         traceback.print_exc()
         sys.exit(1)
 
 
-def run_workers(job: SweepJob, workers: int, log: Log) -> None:
+def run_workers(job: SweepJob, workers: int) -> None:
     """Run `workers` processes on the study and wait for them; Ctrl-C/SIGTERM stops them all."""
     if workers == 1:
-        run_worker(job, log)
+        run_worker(job)
         return
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=worker_process, args=(job, i), daemon=False) for i in range(workers)]
@@ -205,7 +208,7 @@ def run_workers(job: SweepJob, workers: int, log: Log) -> None:
     failed = [i for i, p in enumerate(processes) if p.exitcode not in (0, None)]
     if failed:
         codes = ", ".join(f"worker {i} exit {processes[i].exitcode}" for i in failed)
-        log(f"some workers stopped early ({codes}); the study keeps what they finished")
+        logger.warning(f"some workers stopped early ({codes}); the study keeps what they finished")
 
 
 def stop_processes(processes: list) -> None:

@@ -1,8 +1,8 @@
 """MLflow tracking of a training run: params, data lineage, per-epoch metrics, face grids, the model.
 
-Experiment `facevae-<actor>`; each run registers a new version of model `facevae-<actor>`, and
-the first version becomes `@champion`. `out_dir/mlflow.json` records the run and model URIs
-(and lets `--resume` continue the same run).
+Experiment `facevae-<actor>`; each run registers a new version of model `facevae-<actor>`. The
+`@champion` alias is not touched here: only an evaluation moves it (facevae.tracking.registry).
+`out_dir/mlflow.json` records the run and model URIs (and lets `--resume` continue the same run).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from facevae.model.flops import flops_per_image
 from facevae.model.vae import VAE
 from facevae.tracking.pyfunc import log_pyfunc_model
 from facevae.tracking.records import EpochReport, TrainResult
-from facevae.tracking.registry import CHAMPION
 
 RUN_FILE = "mlflow.json"
 
@@ -232,25 +231,11 @@ class RunTracker:
         version = getattr(info, "registered_model_version", None)
         if name and version is not None:
             version = str(version)
-            aliases = promote_first_version(name, version, self.uri)
-            record.update(registered_model=name, version=version, aliases=aliases)
+            record.update(registered_model=name, version=version)  # @champion moves only after an evaluation
             result.model_version = version
         result.run_id = self.run_id
         write_run_file(self.out_dir, {**read_run_file(self.out_dir), **record})
 
-
-def promote_first_version(name: str, version: str, uri: str) -> list[str]:
-    """Give `version` the champion alias when the model has none yet (its first version)."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    try:
-        client.get_model_version_by_alias(name, CHAMPION)
-        return []
-    except MlflowException:
-        client.set_registered_model_alias(name, CHAMPION, version)
-        return [CHAMPION]
 
 # ---- lineage ------------------------------------------------------------------------------------
 

@@ -15,7 +15,6 @@ reparameterisation noise) and the optimizer state needs carrying across a resume
 from __future__ import annotations
 
 import csv
-import json
 import math
 import random
 import statistics
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from facevae.core.atomic import atomic_path
+from facevae.core.atomic import atomic_path, write_json
 from facevae.core.config import AugmentConfig, ModelConfig, Params, TrainConfig
 from facevae.core.errors import FaceVAEError
 from facevae.data.dataset import crop_geometry, read_split, read_split_masks
@@ -677,6 +676,3 @@ def write_history_csv(path: Path, history: list[dict[str, float]]) -> None:
         writer.writerows(history)
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

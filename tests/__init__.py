@@ -1,0 +1,1 @@
+"""Tests: fast ones by default; markers slow, gpu and network (pyproject.toml)."""
