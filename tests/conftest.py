@@ -7,15 +7,29 @@ from pathlib import Path
 
 import pytest
 
-from facevae.core.config import SamplesConfig
+from facevae.core.config import ExtractConfig, SamplesConfig
 from facevae.data.samples import fetch_samples
+from facevae.transfer.actor import ActorModel
 from tests.facedata import write_face_dataset
+from tests.inferencedata import TinyModel, tiny_model
 
 
 @pytest.fixture(scope="module")
 def faces_h5(tmp_path_factory) -> Path:
     """A small real-image face dataset (astronaut crops, 40 train / 8 val) for training tests."""
     return write_face_dataset(tmp_path_factory.mktemp("data") / "astro.h5", n_train=40, n_val=8)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> TinyModel:
+    """A tiny actor model trained for real, with its MLflow run and registry version (tests.inferencedata)."""
+    return tiny_model(tmp_path_factory.getbasetemp() / "tiny-model")
+
+
+@pytest.fixture(scope="session")
+def model(tiny) -> ActorModel:
+    """The tiny model as inference loads it."""
+    return ActorModel.from_file(tiny.model_path, ExtractConfig())
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from tests.test_dataset import write_fake_extract
 from typer.testing import CliRunner
 
 from facevae.cli import app
@@ -22,6 +21,7 @@ from facevae.data.curation import (
 )
 from facevae.data.dataset import build_actor_dataset
 from facevae.data.review import review_groups, write_review
+from tests.test_dataset import write_fake_extract
 
 # write_fake_extract: 40 crops; a.mp4 frames 0-19 then b.mov frames 0-19; every 4th row dropped as blur
 # (a.mp4 frames 0, 4, 8, 12, 16; b.mov frames 0, 4, 8, 12, 16), 30 kept.

@@ -25,8 +25,6 @@ from facevae.data.video import iter_frames, probe
 from facevae.extract.drivers import align_driver, aligner_for
 from facevae.extract.extractor import extract_video
 from facevae.faces.detect import FaceEncoder
-from facevae.transfer.actor import ActorModel
-from tests.inferencedata import tiny_model
 from tests.media import write_clip
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,16 +36,6 @@ def facevae_cli(*args: str, env=None, cwd=None) -> subprocess.CompletedProcess:
     script = Path(sys.executable).with_name("facevae")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "facevae.cli"]
     return subprocess.run([*command, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return tiny_model(tmp_path_factory.getbasetemp() / "tiny-model")
-
-
-@pytest.fixture(scope="module")
-def model(tiny):
-    return ActorModel.from_file(tiny.model_path, CFG)
 
 
 @pytest.fixture(scope="module")

@@ -14,22 +14,11 @@ from facevae.core.errors import FaceVAEError
 from facevae.faces.crop import CropGeometry
 from facevae.tracking.models import load_actor_model, model_uri
 from facevae.transfer.actor import ActorModel, model_crop, requested_crop
-from tests.inferencedata import tiny_model
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return tiny_model(tmp_path_factory.getbasetemp() / "tiny-model")
 
 
 @pytest.fixture(scope="module")
 def params(tiny):
     return validate_params({"mlflow": {"tracking_uri": tiny.tracking_uri}})
-
-
-@pytest.fixture(scope="module")
-def model(tiny):
-    return ActorModel.from_file(tiny.model_path, ExtractConfig())
 
 
 def with_crop(tiny, tmp_path, size, coverage):
