@@ -14,13 +14,13 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ("extract.py", "extract_workers.py", "train.py", "ssim.py", "reconstruct.py", "occlusion.py")
 
 
 def machine() -> str:
-    import torch
-
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from facevae.core.atomic import atomic_path
+from facevae.core.atomic import atomic_path, write_text
 from facevae.data.curation import CurationResult, apply_curation, load_curation
 from facevae.data.dataset import table_landmarks
 from facevae.faces.expression import EXPRESSION_FEATURES, expression_features
@@ -196,8 +196,7 @@ def write_coverage(frames: pd.DataFrame, out_dir: str | Path, actor: str) -> dic
     result = metrics(frames)
     with atomic_path(out_dir / "coverage.csv") as tmp:
         plot_rows(frames).to_csv(tmp, index=False, float_format="%.5g")
-    with atomic_path(out_dir / "coverage.json") as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    write_text(out_dir / "coverage.json", json.dumps(result, indent=2) + "\n")
     write_png(frames, out_dir / "coverage.png", f"{actor}: expression coverage")
     return result
 

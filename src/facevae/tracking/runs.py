@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
-from facevae.core.atomic import atomic_path
+from facevae.core.atomic import write_json
 from facevae.core.config import MlflowConfig, Params, flatten
 from facevae.core.errors import FaceVAEError
 from facevae.core.images import as_uint8_nhwc, make_grid, stack_rows, upscale
@@ -318,5 +318,4 @@ def read_run_file(out_dir: Path) -> dict[str, Any]:
 
 
 def write_run_file(out_dir: Path, record: dict[str, Any]) -> None:
-    with atomic_path(Path(out_dir) / RUN_FILE) as tmp:
-        tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    write_json(Path(out_dir) / RUN_FILE, record)
