@@ -302,6 +302,55 @@ def reconstruct_cmd(
         typer.echo(f"{summary.gaps}: the faces driven farthest beyond the actor's footage")
 
 
+@app.command("live")
+@user_errors
+def live_cmd(
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m", help="The actor model, as for `reconstruct` (models:/NAME@ALIAS, models:/NAME/VERSION, "
+        "a model.pt, an actor name); default: the first of `actors` in params.yaml, i.e. its @champion. "
+        "The page's picker lists the registry's other facevae-* models."
+    ),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to listen on. The default serves this computer only; another address "
+        "(e.g. 0.0.0.0) lets anyone on that network open the page and stream their camera to this server: your choice."
+    ),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port (0: any free port, printed)."),
+    source: Optional[Path] = typer.Option(
+        None, "--input", "-i", help="Play this video file at its own frame rate (looping) through "
+        "the same path, instead of the page's camera: demos and tests without a camera."
+    ),
+    mode: Optional[str] = typer.Option(None, "--mode", help="Driving mode, as for `reconstruct` (default: transfer.mode)."),
+    max_clients: int = typer.Option(2, "--max-clients", min=1, help="Pages driven at once; one more is told to try later."),
+    params: Path = ParamsOption,
+    overrides: Optional[List[str]] = SetOption,
+):
+    """Drive the actor live from a browser: your camera in, the actor copying your face out.
+
+    Serves a page at http://HOST:PORT/ that asks for the camera and streams its frames (JPEG over a WebSocket, the
+    latest frame wins) to this server, which finds the face as `reconstruct` does (detection, then tracking), drives
+    the actor (the default mode, smoothing included; your neutral face comes from your first faces, `Set neutral`
+    takes it again) and sends her face back, shown beside your camera with frames/s and latency.
+
+    Example: facevae live --model pexels   (then open the printed address)
+    """
+    from facevae.apps.live.server import LiveSettings, ModelCache, bind, create_app, page_address, serve
+    from facevae.apps.reconstruct import PIPELINE_TORCH_THREADS, torch_threads
+    from facevae.data.video import probe
+    from facevae.transfer.drive import check_mode
+
+    cfg = load_params(params, overrides)
+    uri = model or cfg.actors[0]
+    if source is not None:
+        probe(source)  # an unreadable clip is an error now, naming the file
+    settings = LiveSettings(uri, cfg, check_mode(mode) if mode else None, source, max_clients)
+    models = ModelCache(cfg)
+    actor_model = models.get(uri)  # a default that cannot load is an error now, not on the page later
+    sock = bind(host, port)
+    typer.echo(f"facevae live: {actor_model.describe()}\nopen {page_address(sock)}  (Ctrl+C stops)")
+    with torch_threads(PIPELINE_TORCH_THREADS):
+        serve(create_app(settings, models), sock)
+
+
 @app.command("walk")
 @user_errors
 def walk_cmd(

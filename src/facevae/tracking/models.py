@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 from facevae.core.config import Params
 from facevae.core.errors import FaceVAEError
-from facevae.tracking.registry import CHAMPION
+from facevae.tracking.registry import CHAMPION, MODEL_PREFIX
 from facevae.transfer.actor import DEFAULT_BATCH, ActorModel
 
 MODEL_FILE = "model.pt"
@@ -43,7 +43,7 @@ def model_uri(model: str) -> str | None:
     if Path(model).exists():
         return None
     if ACTOR_NAME.fullmatch(model) and not model.endswith((".pt", ".pth")):
-        return f"models:/facevae-{model}@{CHAMPION}"
+        return f"models:/{MODEL_PREFIX}{model}@{CHAMPION}"
     return None
 
 
@@ -185,6 +185,28 @@ def registered_models(tracking_uri: str) -> list[str]:
             parts.append(f"models:/{rm.name}/{versions[-1]}")
         entries.append(", ".join(parts) or f"models:/{rm.name} (no versions)")
     return entries
+
+
+def model_choices(tracking_uri: str, versions_per_model: int = 10) -> list[dict[str, str]]:
+    """The registry's facevae models as `{"uri", "label"}`: each alias, then the latest versions."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    choices = []
+    try:
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        for rm in sorted(client.search_registered_models(max_results=100), key=lambda m: m.name):
+            if not rm.name.startswith(MODEL_PREFIX):
+                continue
+            for alias, version in sorted(dict(getattr(rm, "aliases", None) or {}).items()):
+                choices.append({"uri": f"models:/{rm.name}@{alias}", "label": f"{rm.name}@{alias} (v{version})"})
+            found = client.search_model_versions(f"name = '{rm.name}'", max_results=versions_per_model,
+                                                 order_by=["version_number DESC"])
+            for mv in found:
+                choices.append({"uri": f"models:/{rm.name}/{mv.version}", "label": f"{rm.name} v{mv.version}"})
+    except MlflowException:
+        return choices
+    return choices
 
 
 def registered_models_text(tracking_uri: str) -> str:

@@ -8,6 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+MODEL_PREFIX = "facevae-"  # registered models are named facevae-<actor>
+
 CHAMPION = "champion"
 
 EVAL_DRIVERS = "facevae.eval_drivers"  # run tag: the drivers its eval_* metrics were measured on

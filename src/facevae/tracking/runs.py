@@ -30,6 +30,7 @@ from facevae.model.flops import flops_per_image
 from facevae.model.vae import VAE
 from facevae.tracking.pyfunc import log_pyfunc_model
 from facevae.tracking.records import EpochReport, TrainResult
+from facevae.tracking.registry import MODEL_PREFIX
 
 RUN_FILE = "mlflow.json"
 
@@ -51,7 +52,7 @@ def experiment_name(actor: str) -> str:
 
 
 def registered_model_name(actor: str) -> str:
-    return f"facevae-{actor}"
+    return f"{MODEL_PREFIX}{actor}"
 
 # ---- setup --------------------------------------------------------------------------------------
 

@@ -106,8 +106,9 @@ def check_mode(mode: str) -> str:
 class DriveSession:
     """One driver clip in time order, fed in chunks: (crops, landmarks) -> the actor's faces."""
 
-    def __init__(self, model, cfg: TransferConfig, mode: str | None = None):
+    def __init__(self, model, cfg: TransferConfig, mode: str | None = None, keep_history: bool = True):
         self.model, self.cfg = model, cfg
+        self.keep_history = keep_history  # False: `distances`/`nearest` hold the latest chunk only (a live stream)
         self.mode = check_mode(mode or cfg.mode)
         self.assets: TransferAssets | None = getattr(model, "transfer", None)
         if self.mode != "seed" and self.assets is None:
@@ -201,6 +202,8 @@ class DriveSession:
         z = self.smoother(snap_to_codes(self.latents(crops, landmarks), self.assets.codes, self.cfg.snap, self.cfg.snap_k))
         if self.range_limit is not None:
             distance, nearest = footage_neighbours(z, self.assets.codes, int(self.assets.info["range_k"]))
+            if not self.keep_history:
+                self.distances, self.nearest = [], []
             self.distances.append(distance)
             self.nearest.append(nearest)
         return self.model.decode(z)
