@@ -5,7 +5,8 @@
 - walk.gif: a latent walk between two of the actor's own expressions far apart in latent space
   (picked from data/hdf5/<actor>.h5), there and back.
 - samples.png: faces decoded from prior samples.
-- demo.json: frame counts of the demo video (with a face, held, blank).
+- demo.json: frame counts of the demo video (with a face, held, blank) and how many of its faces fall
+  below the plausibility bar (facevae.evaluation.plausibility: blotchy or ghostly faces).
 
 The model comes from the train stage's output, not from the registry, so the stage graph is
 honest: a new model.pt re-renders the demo.
@@ -19,6 +20,7 @@ from facevae.apps.reconstruct import reconstruct_video
 from facevae.apps.walk import render_samples, render_walk, walk_endpoints
 from facevae.core.atomic import write_json
 from facevae.core.errors import FaceVAEError
+from facevae.evaluation.plausibility import PLAUSIBLE, PlausibilityReference
 from facevae.transfer.actor import ActorModel
 from facevae.transfer.drive import default_mode
 
@@ -29,10 +31,15 @@ def run(params, actor):
         raise FaceVAEError(f"no demo driver for actor {actor!r}: add demo.drivers.{actor} (a video) to params.yaml")
     model = ActorModel.from_file(Path("models") / actor / "model.pt", params.extract)
     out = Path("reports") / actor
+    data = Path("data/hdf5") / f"{actor}.h5"
     summary = reconstruct_video(model, cfg.drivers[actor], out / "demo.mp4", params.extract, upscale=cfg.upscale,
-                                mode=default_mode(model, params.transfer), transfer_cfg=params.transfer)
+                                mode=default_mode(model, params.transfer), transfer_cfg=params.transfer,
+                                plausibility=PlausibilityReference.from_dataset(data))
     print(summary.describe())
-    face_a, face_b = walk_endpoints(model, Path("data/hdf5") / f"{actor}.h5")
+    below = int((summary.plausibility < PLAUSIBLE).sum())
+    if below:
+        print(f"demo.mp4 check: {below} faces below the plausibility bar {PLAUSIBLE} (blotchy or ghostly; issue 24)")
+    face_a, face_b = walk_endpoints(model, data)
     render_walk(
         model, face_a, face_b, out / "walk.gif", steps=cfg.walk_steps, mode=cfg.walk_mode,
         upscale=cfg.upscale, fps=cfg.walk_fps, bounce=True,
@@ -47,6 +54,8 @@ def run(params, actor):
             "frames_held": summary.held,
             "frames_blank": summary.blank,
             "fps": summary.fps,
+            "faces_below_plausibility_bar": below,
+            "plausible": float((summary.plausibility >= PLAUSIBLE).mean()),
         },
     )
     print(f"{out}: demo.mp4, walk.gif, samples.png, demo.json")

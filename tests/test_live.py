@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import subprocess
 import sys
 
@@ -224,3 +225,13 @@ def test_bad_arguments_are_one_line_errors(tiny, tmp_path):
     bad_clip.write_bytes(b"not a video")
     clip = run("--model", str(tiny.model_path), "--input", str(bad_clip))
     assert clip.returncode == 1 and "clip.mp4" in clip.stderr and "Traceback" not in clip.stderr
+
+
+def test_a_taken_port_is_a_one_line_error(tiny):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "facevae.cli", "live", "--model", str(tiny.model_path),
+                               "--port", str(port)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and f"127.0.0.1:{port}" in done.stderr and "--port" in done.stderr

@@ -272,6 +272,11 @@ def reconstruct_cmd(
         None, "--mode", help="Driving mode: seed (the seed's decode(mu(face))) | normalised | relative | landmark | "
         "blend (default: transfer.mode in params.yaml). See facevae.transfer.drive."
     ),
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="The actor's dataset (e.g. data/hdf5/pexels.h5): also score every output face's "
+        "plausibility, its grey SSIM with her most similar training frame (below 0.75: blotchy or ghostly), in the "
+        "summary and as --save-arrays' `plausibility`."
+    ),
     params: Path = ParamsOption,
     overrides: Optional[List[str]] = SetOption,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="A progress bar."),
@@ -285,12 +290,14 @@ def reconstruct_cmd(
     Example: facevae reconstruct --model pexels --input data/drivers/single_face.mp4 --output out.mp4 --upscale 4
     """
     from facevae.apps.reconstruct import reconstruct
+    from facevae.evaluation.plausibility import PlausibilityReference
     from facevae.transfer.drive import check_mode, default_mode
 
     cfg, actor_model = actor_model_for(model, params, overrides)
     drive_mode = check_mode(mode) if mode else default_mode(actor_model, cfg.transfer)
+    reference = PlausibilityReference.from_dataset(data) if data is not None else None
     summary = reconstruct(actor_model, source, output, cfg.extract, upscale, save_arrays, progress=progress,
-                          mode=drive_mode, transfer_cfg=cfg.transfer, gaps=gaps)
+                          mode=drive_mode, transfer_cfg=cfg.transfer, gaps=gaps, plausibility=reference)
     typer.echo(summary.describe())
     if drive_mode != (mode or cfg.transfer.mode):
         typer.echo(f"driving mode {drive_mode!r} (this model cannot run transfer.mode {cfg.transfer.mode!r})")

@@ -38,6 +38,7 @@ from facevae.core.images import save_png
 from facevae.data.dataset import IMAGE_SUFFIXES
 from facevae.data.video import OUTPUT_FORMATS, VideoWriter, probe
 from facevae.evaluation.gaps import FootageGaps, gap_window
+from facevae.evaluation.plausibility import PLAUSIBLE, PlausibilityReference
 from facevae.extract.drivers import aligner_for, is_image, iter_video_faces, read_image
 from facevae.faces.align import FaceAligner
 from facevae.transfer.actor import ActorModel
@@ -71,6 +72,7 @@ class ReconstructSummary:
     skipped: list[str] = field(default_factory=list)  # images without a face (folder input)
     beyond_range: int | None = None  # faces driven beyond the actor's footage (None: not measured)
     gaps: Path | None = None  # the gap picture (--gaps)
+    plausibility: np.ndarray | None = None  # per face: SSIM with her most similar training frame (--data)
 
     @property
     def without_face(self) -> int:
@@ -87,6 +89,10 @@ class ReconstructSummary:
             missing = f"{len(self.skipped)} without a face (skipped)"
             audio = ""
         beyond = ""
+        if self.plausibility is not None and len(self.plausibility):
+            low = int((self.plausibility < PLAUSIBLE).sum())
+            beyond += (f"; {low} of the {len(self.plausibility)} faces ({100 * low / len(self.plausibility):.0f}%) "
+                       f"below the plausibility bar {PLAUSIBLE} (least {self.plausibility.min():.2f})")
         if self.beyond_range is not None and self.with_face:
             beyond = (f"; {self.beyond_range} of the {self.with_face} faces "
                       f"({100 * self.beyond_range / self.with_face:.0f}%) beyond the actor's footage, drawn by extrapolation")
@@ -112,10 +118,13 @@ class FrameBatcher:
         batch: int = BATCH,
         session: DriveSession | None = None,
         gaps: FootageGaps | None = None,
+        plausibility: PlausibilityReference | None = None,
     ):
         self.model, self.layout, self.emit, self.batch = model, layout, emit, batch
         self.session = session or DriveSession(model, TransferConfig(), "seed")
         self.gaps = gaps  # facevae.evaluation.gaps.FootageGaps: the faces driven farthest from the actor's footage
+        self.plausibility = plausibility  # scores each output against her training frames
+        self.scores: list[np.ndarray] = []
         self.first = max(batch, self.session.warmup)  # faces before the first network call
         self.slots: list[np.ndarray | None] = []  # driver panel per pending frame, None: no face
         self.crops: list[np.ndarray] = []
@@ -147,6 +156,8 @@ class FrameBatcher:
         outputs = self.session(crops, np.stack(self.landmarks)) if crops is not None else None
         if self.gaps is not None and outputs is not None:
             self.gaps.add(self.faces, crops, outputs, self.session.distances[-1], self.session.nearest[-1])
+        if self.plausibility is not None and outputs is not None:
+            self.scores.append(self.plausibility(outputs).score)
         large = enlarge_batch(outputs, self.layout.panel) if outputs is not None else None
         j = 0
         for panel in self.slots:
@@ -175,6 +186,12 @@ class FrameBatcher:
         self.driver_rows.append(self.last_driver)
         self.output_rows.append(self.last_output)
         self.found_rows.append(found)
+
+    def face_scores(self) -> np.ndarray | None:
+        """Plausibility of every face driven so far (None: not measured)."""
+        if self.plausibility is None:
+            return None
+        return np.concatenate(self.scores) if self.scores else np.zeros(0)
 
     def arrays(self) -> dict[str, np.ndarray]:
         size = self.model.image_size
@@ -231,6 +248,15 @@ def nearest_actor_faces(model: ActorModel) -> Callable[[np.ndarray], np.ndarray]
     return lambda rows: model.decode(model.transfer.codes[rows])
 
 
+def plausibility_arrays(scores: np.ndarray | None, found: list[bool]) -> dict[str, np.ndarray]:
+    """--save-arrays' `plausibility` column (NaN without a face), when measured (--data)."""
+    if scores is None:
+        return {}
+    column = np.full(len(found), np.nan)
+    column[np.asarray(found, dtype=bool)] = scores
+    return {"plausibility": column}
+
+
 def footage_arrays(footage: Footage | None, found: list[bool]) -> dict[str, np.ndarray]:
     """--save-arrays' per-frame footage columns: `footage_distance` (NaN without a face),
     `beyond_range` and the scalar `range_limit`; none where the range is not measured."""
@@ -260,11 +286,13 @@ def reconstruct_video(
     mode: str = "seed",
     transfer_cfg: TransferConfig | None = None,
     gaps: str | Path | None = None,
+    plausibility: PlausibilityReference | None = None,
 ) -> ReconstructSummary:
     """The actor's face for every frame of `video`, side by side with the driver's, as a video
     with the input's frame rate, frame count and audio. Nothing is written unless it succeeds.
     `mode`: the driving mode (facevae.transfer.drive), with `transfer_cfg` (params.transfer). `gaps`: also
-    a PNG of the faces driven farthest beyond the actor's footage (as beyond.png shows per clip)."""
+    a PNG of the faces driven farthest beyond the actor's footage (as beyond.png shows per clip).
+    `plausibility`: her training frames, to score every output face against (facevae.evaluation.plausibility)."""
     started = time.perf_counter()
     video, output = Path(video), Path(output)
     save_arrays = Path(save_arrays) if save_arrays is not None else None
@@ -293,7 +321,7 @@ def reconstruct_video(
 
         collector = footage_gaps(info.frame_count) if gaps is not None else None
         batcher = FrameBatcher(model, layout, emit, keep_arrays=save_arrays is not None, batch=batch, session=session,
-                               gaps=collector)
+                               gaps=collector, plausibility=plausibility)
         frames = 0
         stack.enter_context(torch_threads(PIPELINE_TORCH_THREADS))
         for frame in iter_video_faces(video, extract_cfg, model.crop, aligner):
@@ -308,7 +336,8 @@ def reconstruct_video(
             raise FaceVAEError(f"no face found in any of its {frames} frames", video)
         footage = session.footage()
         if arrays_tmp is not None:
-            write_npz(arrays_tmp, **batcher.arrays(), **footage_arrays(footage, batcher.found_rows), fps=np.float64(info.fps))
+            write_npz(arrays_tmp, **batcher.arrays(), **footage_arrays(footage, batcher.found_rows),
+                      **plausibility_arrays(batcher.face_scores(), batcher.found_rows), fps=np.float64(info.fps))
         if collector is not None:
             with atomic_path(gaps) as gaps_tmp:
                 collector.png(gaps_tmp, video.name, session.mode, footage, nearest_actor_faces(model))
@@ -317,6 +346,7 @@ def reconstruct_video(
         blank=batcher.blank, fps=info.fps, audio=audio_from is not None,
         seconds=time.perf_counter() - started, arrays=save_arrays,
         beyond_range=int(footage.beyond.sum()) if footage is not None else None, gaps=gaps,
+        plausibility=batcher.face_scores(),
     )  # fmt: skip
 
 
@@ -351,6 +381,7 @@ def reconstruct_images(
     progress: bool = True,
     mode: str = "seed",
     transfer_cfg: TransferConfig | None = None,
+    plausibility: PlausibilityReference | None = None,
 ) -> ReconstructSummary:
     """A photo (or every photo in a folder) -> side-by-side PNGs. The largest face of each photo
     drives the actor; in a folder, photos without a face are skipped (listed), a single photo
@@ -388,16 +419,20 @@ def reconstruct_images(
     # and landmark modes then show the actor's neutral face)
     outputs = DriveSession(model, transfer_cfg or TransferConfig(), mode)(drivers, np.stack(landmarks))
     large = enlarge_batch(outputs, panel)
+    scores = plausibility(outputs).score if plausibility is not None else None
     with ExitStack() as stack:
         arrays_tmp = stack.enter_context(atomic_path(save_arrays)) if save_arrays is not None else None
         if arrays_tmp is not None:
             names = np.array([target.name for target in kept])
-            write_npz(arrays_tmp, driver=drivers, output=outputs, found=np.ones(len(kept), dtype=bool), names=names)
+            found = np.ones(len(kept), dtype=bool)
+            write_npz(arrays_tmp, driver=drivers, output=outputs, found=found, names=names,
+                      **plausibility_arrays(scores, found))
         for target, driver, actor in zip(kept, panels, large):
             save_png(layout.compose(driver, actor), target)
     return ReconstructSummary(
         input=source, output=output, frames=len(files), with_face=len(kept), held=0, blank=0, fps=0.0,
         audio=False, seconds=time.perf_counter() - started, arrays=save_arrays, skipped=skipped,
+        plausibility=scores,
     )  # fmt: skip
 
 
@@ -412,10 +447,11 @@ def reconstruct(
     mode: str = "seed",
     transfer_cfg: TransferConfig | None = None,
     gaps: str | Path | None = None,
+    plausibility: PlausibilityReference | None = None,
 ) -> ReconstructSummary:
     """Dispatch on the input: a video -> a video, a photo or a folder of photos -> PNGs."""
     source = Path(source)
-    drive = {"mode": mode, "transfer_cfg": transfer_cfg}
+    drive = {"mode": mode, "transfer_cfg": transfer_cfg, "plausibility": plausibility}
     if source.is_dir() or (source.is_file() and is_image(source)):
         if gaps is not None:
             raise FaceVAEError("--gaps is for a video input (photos have no clip to pick the worst moments of)", source)

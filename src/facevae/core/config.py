@@ -202,6 +202,7 @@ class TargetConfig(Section):
     sharpness: float = Field(0.5, ge=0.0)  # relative to the actor's own crops
     jitter: float = Field(1.25, gt=0.0)  # at most this times the driver's own frame-to-frame roughness
     in_range: float = Field(0.9, ge=0.0, le=1.0)  # share of driven faces within the actor's footage (ours)
+    plausible: float = Field(0.95, ge=0.0, le=1.0)  # share of output faces that look like a frame she has (issue 24)
 
     @field_validator("gain")
     @classmethod

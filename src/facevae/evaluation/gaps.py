@@ -1,5 +1,6 @@
 """Where driving leaves the actor's footage: the faces driven farthest beyond it, beside her nearest
-frame (beyond.png, `reconstruct --gaps`)."""
+frame (beyond.png, `reconstruct --gaps`), and the least plausible outputs beside her most similar
+frame (plausibility.png)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from PIL import Image
 
 from facevae.core.images import make_grid, save_png, upscale
 from facevae.evaluation.page import page
+from facevae.evaluation.plausibility import PLAUSIBLE
 from facevae.evaluation.scoring import Evaluation
 from facevae.transfer.footage import Footage
 
@@ -89,6 +91,32 @@ def beyond_png(evaluation: Evaluation, actor: str, path: Path) -> Path:
     header = [f"facevae: {actor} driven beyond the actor's footage ({evaluation.mode}; red frame: beyond the range)"]
     if not sections:
         header.append("not measured: the headline mode or this model file has no footage range")
+    width = max([0, *(len(caption) * 7 + 8 for caption, _ in sections)])
+    return save_png(page(header, sections, width=width), path)
+
+
+def least_plausible(evaluation: Evaluation, driver: str, zoom: int = 2) -> tuple[str, np.ndarray] | None:
+    """The headline mode's least plausible outputs in one clip (spread over it), worst first: rows =
+    the driver's crops, the outputs (red frame below the bar), her most similar training frame."""
+    result = evaluation.transfers[driver].get(evaluation.mode)
+    if result is None or result.plausibility is None or not len(result.plausibility.score):
+        return None
+    score, nearest = result.plausibility.score, result.plausibility.nearest
+    order = farthest_apart(-score, GAP_FACES, gap=gap_window(len(score)))
+    grid = gap_grid(evaluation.clips[driver].crops[order], result.outputs[order], score[order] < PLAUSIBLE,
+                    evaluation.reference_frames[nearest[order]], zoom)
+    low = int((score < PLAUSIBLE).sum())
+    caption = (f"{driver}: {low} of {len(score)} faces ({100 * low / len(score):.0f}%) below {PLAUSIBLE}; shown (worst first): "
+               f"{' '.join(f'{s:.2f}' for s in score[order])}; rows = driver, output, her most similar training frame")
+    return caption, grid
+
+
+def plausibility_png(evaluation: Evaluation, actor: str, path: Path) -> Path:
+    """plausibility.png: per clip, the outputs least like any frame she has (ghosts, blotches)."""
+    found = [least_plausible(evaluation, d) for d in evaluation.clips]
+    sections = [(caption, Image.fromarray(grid)) for caption, grid in filter(None, found)]
+    header = [f"facevae: {actor}, the least plausible outputs ({evaluation.mode}; grey SSIM with her most similar "
+              f"training frame; red frame: below {PLAUSIBLE})"]
     width = max([0, *(len(caption) * 7 + 8 for caption, _ in sections)])
     return save_png(page(header, sections, width=width), path)
 

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 from facevae.core.atomic import write_text
 from facevae.core.config import TargetConfig
 from facevae.core.images import make_grid, save_png, upscale
-from facevae.evaluation.gaps import beyond_png, mark_beyond
+from facevae.evaluation.gaps import beyond_png, mark_beyond, plausibility_png
 from facevae.evaluation.page import page
 from facevae.evaluation.scoring import RECON_MODES, Evaluation
 from facevae.evaluation.target import TARGET_CHECKS, target_bounds, target_values
@@ -23,7 +23,7 @@ from facevae.faces.expression import FEATURES
 STRIP_FRAMES = 8
 
 TABLE_COLUMNS = ("expression_r", "expression_gain", "r_mouth_open", "r_mouth_width", "r_eye_open",
-                 "r_brow_height", "identity_pass", "sharpness", "jitter", "in_range")
+                 "r_brow_height", "identity_pass", "sharpness", "jitter", "in_range", "plausible")
 
 RECON_COLUMNS = ("mse", "psnr", "ssim", "neg_elbo", "active_dims")
 
@@ -156,7 +156,9 @@ def summary_html(evaluation: Evaluation, actor: str, png_name: str, champion: di
         "sharpness: relative to the actor's own crops; jitter: frame-to-frame roughness of the output's "
         "features over the driver's (1 = as smooth as the driver); in_range: share of driven faces whose latent "
         "code is no farther from the actor's training codes than the actor's own val frames are (beyond it the "
-        "decoder extrapolates: blotchy faces that landmark readers can still score well; such faces have a red frame in the strips). Modes: seed (decode(mu(crop))), "
+        "decoder extrapolates: blotchy faces that landmark readers can still score well; such faces have a red frame in the strips); "
+        "plausible: share of output faces whose grey SSIM with her most similar training frame is at least 0.75 (pixels "
+        "only: below it faces look blotchy or ghostly). Modes: seed (decode(mu(crop))), "
         "normalised, relative, landmark, blend (facevae.transfer.drive); baselines: nearest_neighbour, pca; "
         "coverage: the actor's own crop with the closest expression to each driver frame (what the actor's "
         "footage holds for this driver; a diagnostic that reads the metric's features); "
@@ -167,7 +169,10 @@ def summary_html(evaluation: Evaluation, actor: str, png_name: str, champion: di
         "<h2>Driven beyond the actor's footage</h2><p>Per clip, the faces the headline mode drove farthest from the "
         "actor's training codes, farthest first: the driver, the output, and the actor's own frame that comes closest. "
         "Where they differ, the footage has no face like the driver's: film more of it.</p>"
-        "<img src='beyond.png' alt='faces driven beyond the footage'></body></html>\n"
+        "<img src='beyond.png' alt='faces driven beyond the footage'>"
+        "<h2>The least plausible outputs</h2><p>Per clip, the headline mode's outputs least like any frame she has, "
+        "worst first, above her most similar training frame.</p>"
+        "<img src='plausibility.png' alt='least plausible outputs'></body></html>\n"
     )
 
 
@@ -195,5 +200,6 @@ def write_reports(evaluation: Evaluation, actor: str, out_dir: Path, champion: d
         paths.append(write_text(out_dir / "transfer" / f"{Path(driver).stem}.csv", table))
     paths.append(summary_png(evaluation, actor, out_dir / "summary.png"))
     paths.append(beyond_png(evaluation, actor, out_dir / "beyond.png"))
+    paths.append(plausibility_png(evaluation, actor, out_dir / "plausibility.png"))
     paths.append(write_text(out_dir / "summary.html", summary_html(evaluation, actor, "summary.png", champion)))
     return paths

@@ -33,6 +33,7 @@ from facevae.evaluation.metrics import (
     laplacian_sharpness,
     reconstruction_metrics,
 )
+from facevae.evaluation.plausibility import Plausibility, PlausibilityReference
 from facevae.evaluation.target import target_report
 from facevae.faces.align import template_in_crop
 from facevae.faces.detect import (
@@ -91,6 +92,7 @@ class TransferResult:
     output_features: np.ndarray
     outputs: np.ndarray = field(repr=False)
     footage: Footage | None = field(default=None, repr=False)  # transfer.DriveSession.footage; None: not measured
+    plausibility: Plausibility | None = field(default=None, repr=False)  # each output against her nearest training frame
 
     @property
     def beyond_range(self) -> np.ndarray | None:
@@ -183,6 +185,7 @@ def evaluate_transfer(
     actor_centroid: np.ndarray,
     actor_sharpness: float,
     identity_frames: int,
+    plausibility: PlausibilityReference | None = None,
 ) -> TransferResult:
     outputs = translate_clip(translate, clip)
     out_landmarks = reader.landmarks(outputs)
@@ -197,8 +200,12 @@ def evaluate_transfer(
     scores["sharpness"] = float(np.median(laplacian_sharpness(outputs)) / actor_sharpness)
     scores["jitter"] = jitter(driver_features, output_features)
     footage = getattr(translate, "footage", None)  # of this clip: translate_clip just set it
-    result = TransferResult(scores, driver_features, output_features, outputs, footage)
+    plausible = plausibility(outputs) if plausibility is not None else None
+    result = TransferResult(scores, driver_features, output_features, outputs, footage, plausible)
     scores["in_range"] = in_range(result.beyond_range)
+    if plausible is not None:
+        scores["plausible"] = plausible.share()
+        scores["plausibility"] = float(np.median(plausible.score))
     scores["frames"] = len(outputs)
     return result
 
@@ -260,6 +267,7 @@ class Evaluation:
     clips: dict[str, DriverClip]
     mode: str = "seed"  # the driving mode the headline reports (transfer.mode)
     actor_frames: np.ndarray | None = field(default=None, repr=False)  # her clean training crops, in the model's codes order
+    reference_frames: np.ndarray | None = field(default=None, repr=False)  # her clean training crops plausibility compared with
 
     @property
     def modes(self) -> list[str]:
@@ -277,7 +285,7 @@ class Evaluation:
         mean transfer scores of the driving mode in use (transfer.mode) and the target's summaries."""
         flat = {f"val_{k}": v for k, v in self.metrics["reconstruction"]["vae"].items()}
         if self.transfers:
-            for key in ("expression_r", "expression_gain", "identity_pass", "sharpness", "jitter", "in_range"):
+            for key in ("expression_r", "expression_gain", "identity_pass", "sharpness", "jitter", "in_range", "plausible"):
                 values = [t[self.mode].scores.get(key, np.nan) for t in self.transfers.values()]
                 flat[key] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
         target = self.metrics.get("target")
@@ -313,9 +321,11 @@ def evaluate_model(
         recon[mode] = reconstruction_metrics(val_images, translators[mode](val_images))
     reader = OutputFaceReader(actor.crop.size, actor.crop.coverage, identity_threshold)
     centroid, actor_sharpness = actor_reference(reader, train_images, identity_frames)
+    plausibility = PlausibilityReference(train_images)
     transfers = {
         clip.name: {
-            mode: evaluate_transfer(translators[mode], clip, reader, centroid, actor_sharpness, identity_frames)
+            mode: evaluate_transfer(translators[mode], clip, reader, centroid, actor_sharpness, identity_frames,
+                                    plausibility)
             for mode in translators
         }
         for clip in clips
@@ -331,4 +341,4 @@ def evaluate_model(
     # the codes are her clean training frames in file order, as train_images are read (when it is that dataset)
     same_rows = assets is not None and assets.codes is not None and len(assets.codes) == len(train_images)
     frames = train_images if same_rows else None
-    return Evaluation(metrics, kl_dims, transfers, {c.name: c for c in clips}, mode, frames)
+    return Evaluation(metrics, kl_dims, transfers, {c.name: c for c in clips}, mode, frames, train_images)

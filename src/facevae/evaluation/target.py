@@ -7,7 +7,7 @@ import numpy as np
 from facevae.core.config import TargetConfig
 from facevae.faces.expression import EXPRESSION_FEATURES
 
-TARGET_CHECKS = ("expression_r", "every_feature", "gain", "identity", "sharpness", "jitter", "in_range")
+TARGET_CHECKS = ("expression_r", "every_feature", "gain", "identity", "sharpness", "jitter", "in_range", "plausible")
 
 
 def target_values(scores: dict[str, float]) -> dict[str, float]:
@@ -22,6 +22,7 @@ def target_values(scores: dict[str, float]) -> dict[str, float]:
         "sharpness": scores.get("sharpness", nan),
         "jitter": scores.get("jitter", nan),
         "in_range": scores.get("in_range", nan),
+        "plausible": scores.get("plausible", nan),
     }
 
 
@@ -31,6 +32,7 @@ def target_bounds(target: TargetConfig) -> dict[str, tuple[float, float]]:
         "expression_r": (target.expression_r, np.inf), "every_feature": (target.feature_r, np.inf),
         "gain": target.gain, "identity": (target.identity_pass, np.inf), "sharpness": (target.sharpness, np.inf),
         "jitter": (-np.inf, target.jitter), "in_range": (target.in_range, np.inf),
+        "plausible": (target.plausible, np.inf),
     }
 
 
