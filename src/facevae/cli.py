@@ -224,6 +224,9 @@ def train_cmd(
 
     cfg = load_params(params, [*(overrides or []), *([f"train.device={device}"] if device else [])], params_override)
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from facevae.training.distributed import local_batch_size
+
+        local_batch_size(cfg.train.batch_size, nproc)  # fails here, not in every process
         worker = ["train", "--data", str(data), "--actor", actor, "--params", str(params)]
         worker += ["--progress" if progress else "--no-progress"]
         worker += ["--out", str(out)] if out else []
