@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ("extract.py", "extract_workers.py", "train.py", "ssim.py", "reconstruct.py", "live.py", "occlusion.py")
+SCRIPTS = ("extract.py", "extract_workers.py", "train.py", "ddp.py", "ssim.py", "reconstruct.py", "live.py", "occlusion.py")
 
 
 def machine() -> str:

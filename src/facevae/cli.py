@@ -5,6 +5,7 @@ Errors meant for users are FaceVAEError: they print as one line on stderr and ex
 
 from __future__ import annotations
 
+import os
 import sys
 from functools import wraps
 from pathlib import Path
@@ -185,6 +186,7 @@ def review_cmd(
 @app.command("train")
 @user_errors
 def train_cmd(
+    ctx: typer.Context,
     data: Path = typer.Option(..., "--data", help="The actor's HDF5 dataset (facevae build), e.g. data/hdf5/pexels.h5."),
     actor: str = typer.Option(..., "--actor", help="Actor name: MLflow experiment and registered model facevae-ACTOR."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: models/ACTOR)."),
@@ -198,6 +200,11 @@ def train_cmd(
     params_override: Optional[List[Path]] = ParamsOverrideOption,
     overrides: Optional[List[str]] = SetOption,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="A progress bar with loss and images/s."),
+    nproc: int = typer.Option(
+        1, "--nproc", min=1,
+        help="Data-parallel processes on this machine (torchrun; gloo on CPU, one GPU each with NCCL). "
+        "train.batch_size stays the global batch, split evenly over them.",
+    ),
 ):
     """Train the VAE on one actor's faces and register it in MLflow.
 
@@ -210,11 +217,28 @@ def train_cmd(
     Example: facevae train --data data/hdf5/pexels.h5 --actor pexels --set train.epochs=20
 
     A sweep's best config: facevae train --data data/hdf5/pexels.h5 --actor pexels --params-override reports/pexels/sweep/best_params.yaml
+
+    Data-parallel: --nproc N starts N copies of this command with torchrun (the same as `torchrun --nproc-per-node N -m facevae.train --data ...`, which also runs across machines). Each process trains on 1/N of every global batch of train.batch_size images and DDP averages the gradients; the losses logged are the mean over all processes. Only rank 0 writes OUT and talks to MLflow: one run, one registered version. --resume works the same way. On CPU, N processes share the cores (torchrun gives each one thread unless OMP_NUM_THREADS or train.num_threads says otherwise); rank 0 shows the progress bar.
     """
     from facevae.training.run import train
 
     cfg = load_params(params, [*(overrides or []), *([f"train.device={device}"] if device else [])], params_override)
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from facevae.training.distributed import local_batch_size
+
+        local_batch_size(cfg.train.batch_size, nproc)  # fails here, not in every process
+        worker = ["train", "--data", str(data), "--actor", actor, "--params", str(params)]
+        worker += ["--progress" if progress else "--no-progress"]
+        worker += ["--out", str(out)] if out else []
+        worker += ["--resume"] if resume else []
+        worker += ["--device", device] if device else []
+        worker += [arg for path in params_override or [] for arg in ("--params-override", str(path))]
+        worker += [arg for item in overrides or [] for arg in ("--set", item)]
+        launch_torchrun(nproc, [*root_flags(ctx), *worker])
+        return
     result = train(data, actor, cfg, out or Path("models") / actor, resume=resume, progress=progress)
+    if os.environ.get("RANK", "0") != "0":
+        return
     m = result.metrics
     val = "n/a" if m["val_loss"] is None else f"{m['val_loss']:.1f}"
     typer.echo(
@@ -223,6 +247,23 @@ def train_cmd(
     )
     if result.model_version:
         typer.echo(f"registered facevae-{actor} version {result.model_version} (run {result.run_id})")
+
+
+def root_flags(ctx: typer.Context) -> list[str]:
+    """-v / -q as given before the command, for the worker processes."""
+    flags = ctx.find_root().params
+    return ["--verbose"] * bool(flags.get("verbose")) + ["--quiet"] * bool(flags.get("quiet"))
+
+
+def launch_torchrun(nproc: int, args: list[str]) -> None:
+    """`torchrun --standalone --nproc-per-node nproc -m facevae.cli ARGS`, in this process."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    try:
+        torchrun(["--standalone", f"--nproc-per-node={nproc}", "-m", "facevae.cli", *args])
+    except ChildFailedError as exc:
+        raise FaceVAEError(f"training failed in {len(exc.failures)} of {nproc} processes (their errors are above)") from None
 
 
 # ---- inference --------------------------------------------------------------------------------

@@ -233,10 +233,11 @@ class VAE(nn.Module):
         self.cfg = cfg
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
+        self.noise_shard = (0, 1)  # (rank, world) in data-parallel training: see reparameterize
 
     def forward(self, x: Tensor) -> VAEOutput:
         mu, logvar = self.encoder(x)
-        z = reparameterize(mu, logvar) if self.training else mu
+        z = reparameterize(mu, logvar, *self.noise_shard) if self.training else mu
         return VAEOutput(self.decoder(z), mu, logvar)
 
     @torch.no_grad()
@@ -254,9 +255,17 @@ class VAE(nn.Module):
         return self.decode(self.encode(x))
 
 
-def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
-    """The seed's z = mu + sigma * eps, sigma = sqrt(exp(stddev_log_sq)), eps ~ N(0, I)."""
-    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+def reparameterize(mu: Tensor, logvar: Tensor, rank: int = 0, world: int = 1) -> Tensor:
+    """The seed's z = mu + sigma * eps, sigma = sqrt(exp(stddev_log_sq)), eps ~ N(0, I).
+
+    With `world` processes each holding rows rank, rank + world, ... of a global batch, each draws
+    the whole global batch's eps and keeps its rows: the noise a one-process run would have drawn,
+    and every process's generator stays in step (a resume restores one state on all)."""
+    if world == 1:
+        eps = torch.randn_like(mu)
+    else:
+        eps = torch.randn((len(mu) * world, *mu.shape[1:]), dtype=mu.dtype, device=mu.device)[rank::world]
+    return mu + torch.exp(0.5 * logvar) * eps
 
 
 def build_model(cfg: ModelConfig) -> VAE:

@@ -10,6 +10,10 @@ discriminator (`train.adversarial_weight`; see TrainConfig).
 Randomness that decides *which* samples and *which* flips an epoch gets is derived from
 (seed, epoch, rank), like DistributedSampler, so nothing but the global torch RNG (the VAE's
 reparameterisation noise) and the optimizer state needs carrying across a resume.
+
+Under torchrun (facevae.training.distributed) train.batch_size is the global batch: each of N
+processes takes every N-th image of each one-process batch, with that image's flip and noise,
+and DDP averages the gradients. Losses are averaged over the processes; rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -20,11 +24,11 @@ import random
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from facevae.core.atomic import atomic_path, write_json
 from facevae.core.config import AugmentConfig, ModelConfig, Params, TrainConfig
@@ -42,6 +46,16 @@ from facevae.model.flops import flops_per_image
 from facevae.model.losses import vae_loss
 from facevae.model.vae import VAE, VAEOutput, build_model
 from facevae.tracking.records import EpochCallback, EpochReport, TrainResult
+from facevae.training.distributed import (
+    barrier,
+    broadcast_buffers,
+    data_parallel,
+    distributed_rank_world,
+    from_main,
+    local_batch_size,
+    rank_device,
+    sum_over_ranks,
+)
 from facevae.transfer.actor import ActorModel
 from facevae.transfer.fit import fit_transfer_from_dataset
 
@@ -73,11 +87,12 @@ def run_training(
     on_epoch: EpochCallback | None = None,
 ) -> TrainResult:
     mcfg, tcfg = params.model, params.train
-    device = resolve_device(tcfg.device)
+    device = rank_device(resolve_device(tcfg.device))
     amp_dtype = resolve_precision(tcfg.precision, device)
     if tcfg.num_threads:
         torch.set_num_threads(tcfg.num_threads)
     rank, world = distributed_rank_world()
+    batch_size = local_batch_size(tcfg.batch_size, world)
 
     train_images = load_split_tensor(data, "train", mcfg, device)
     val_images = load_split_tensor(data, "val", mcfg, device)
@@ -87,17 +102,20 @@ def run_training(
 
     seed_everything(tcfg.seed)
     model = build_training_model(mcfg, device)
+    model.noise_shard = (rank, world)
     optimizer = build_optimizer(model, tcfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     adversary = Adversary(tcfg, device, amp_dtype) if tcfg.decoder_epochs and tcfg.adversarial_weight > 0 else None
     checkpoint = out_dir / CHECKPOINT
     start_epoch, history = 0, []
-    if resume and checkpoint.exists():
-        start_epoch, history = load_checkpoint(checkpoint, model, optimizer, scaler, mcfg, adversary)
+    state = shared_checkpoint(checkpoint, mcfg) if resume else None
+    if state is not None:
+        start_epoch, history = apply_checkpoint(state, model, optimizer, scaler, adversary)
 
-    augment = Augmenter(tcfg.augment)
+    augment = Augmenter(tcfg.augment, rank, world)
     total_epochs = tcfg.epochs + tcfg.decoder_epochs
-    bar = progress_bar(progress, (total_epochs - start_epoch) * math.ceil(len(train_images) / world))
+    bar = progress_bar(progress and rank == 0, (total_epochs - start_epoch) * math.ceil(len(train_images) / world))
+    forward = PhaseForward(model, device)
     epoch = start_epoch
     try:
         for epoch in range(start_epoch, total_epochs):
@@ -107,15 +125,17 @@ def run_training(
             else:
                 set_lr(optimizer, epoch_lr(tcfg, epoch))
             order = epoch_order(len(train_images), epoch, tcfg.seed, rank, world)
-            augment.start_epoch(derived_seed(tcfg.seed, epoch, rank))
+            augment.start_epoch(derived_seed(tcfg.seed, epoch, 0), derived_seed(tcfg.seed, epoch, rank))
             train_stats = train_epoch(
-                model, optimizer, scaler, train_images, order, tcfg.batch_size, augment, mcfg, amp_dtype,
-                epoch, bar, train_masks, decoder_only, adversary if decoder_only else None,
+                model, optimizer, scaler, train_images, order, batch_size, augment, mcfg, amp_dtype,
+                epoch, bar, train_masks, decoder_only, adversary if decoder_only else None, forward(decoder_only),
             )
+            broadcast_buffers(model)
             val_stats = evaluate(model, val_images, tcfg.batch_size, mcfg, amp_dtype, val_masks)
             row = history_row(epoch + 1, train_stats, val_stats, optimizer)
             history.append(row)
-            save_checkpoint(checkpoint, model, optimizer, scaler, epoch + 1, history, mcfg, adversary)
+            if rank == 0:
+                save_checkpoint(checkpoint, model, optimizer, scaler, epoch + 1, history, mcfg, adversary)
             if bar is not None:
                 bar.set_postfix(epoch=epoch + 1, loss=f"{row['train_loss']:.1f}", val=f"{row['val_loss']:.1f}")
             if on_epoch is not None:
@@ -128,7 +148,8 @@ def run_training(
         if bar is not None:
             bar.close()
 
-    metrics = write_outputs(out_dir, model, params, actor, data, history)
+    metrics = write_outputs(out_dir, model, params, actor, data, history) if rank == 0 else final_metrics(history, mcfg)
+    barrier()  # no rank returns before model.pt & co. are complete
     return TrainResult(out_dir, out_dir / MODEL_FILE, metrics, history)
 
 # ---- device, precision, data --------------------------------------------------------------------
@@ -162,13 +183,6 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if precision == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def distributed_rank_world() -> tuple[int, int]:
-    """(rank, world size) under torchrun, else (0, 1)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 def read_split_images(path: Path, split: str) -> np.ndarray:
@@ -242,7 +256,11 @@ def capture_rng() -> dict[str, Any]:
 def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        if distributed_rank_world()[1] > 1:
+            # rank 0 drew on cuda:0 and every rank in step with it (reparameterize): that state, here
+            torch.cuda.set_rng_state(state["cuda"][0], torch.cuda.current_device())
+        else:
+            torch.cuda.set_rng_state_all(state["cuda"])
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     version, internal, gauss = state["python"]
@@ -258,17 +276,21 @@ def numpy_state_to_lists(state: tuple) -> list:
 
 
 class Augmenter:
-    """Per-batch augmentation of uint8 NCHW images, reseeded every epoch (reproducible, resumable)."""
+    """Per-batch augmentation of uint8 NCHW images, reseeded every epoch (reproducible, resumable).
 
-    def __init__(self, cfg: AugmentConfig):
+    Of `world` processes, each draws the flips of the whole global batch and keeps its rows (those
+    of a one-process run); the albumentations jitter is seeded per process instead."""
+
+    def __init__(self, cfg: AugmentConfig, rank: int = 0, world: int = 1):
         self.hflip = cfg.hflip
         self.pipeline = albumentations_pipeline(cfg)
         self.generator = torch.Generator()
+        self.rank, self.world = rank, world
 
-    def start_epoch(self, seed: int) -> None:
+    def start_epoch(self, seed: int, pipeline_seed: int | None = None) -> None:
         self.generator.manual_seed(seed)
         if self.pipeline is not None:
-            self.pipeline.set_random_seed(seed)
+            self.pipeline.set_random_seed(seed if pipeline_seed is None else pipeline_seed)
 
     def __call__(self, batch: Tensor) -> Tensor:
         return self.pair(batch, None)[0]
@@ -278,7 +300,8 @@ class Augmenter:
         if self.pipeline is not None:
             batch, masks = self.apply_pipeline(batch, masks)
         if self.hflip:
-            flip = (torch.rand(len(batch), generator=self.generator) < 0.5).to(batch.device)[:, None, None, None]
+            draws = torch.rand(len(batch) * self.world, generator=self.generator)[self.rank :: self.world]
+            flip = (draws < 0.5).to(batch.device)[:, None, None, None]
             batch = torch.where(flip, batch.flip(-1), batch)
             masks = None if masks is None else torch.where(flip, masks.flip(-1), masks)
         return batch, masks
@@ -355,6 +378,35 @@ def enter_decoder_phase(model: VAE, optimizer: torch.optim.Optimizer, lr: float,
         optimizer.state.clear()
 
 
+class MeansDecoder(nn.Module):
+    """The decoder phase's forward (decode_means) as a module, so that DDP can wrap it."""
+
+    def __init__(self, model: VAE):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> VAEOutput:
+        return decode_means(self.model, x)
+
+
+class PhaseForward:
+    """The module a training step calls: the VAE, or in the decoder phase its MeansDecoder; in
+    DistributedDataParallel with several processes. Rewrapped at the phase change, once the
+    encoder no longer wants gradients (DDP fixes the parameters it reduces when it is built)."""
+
+    def __init__(self, model: VAE, device: torch.device):
+        self.model, self.device = model, device
+        self.decoder_only: bool | None = None
+        self.module: nn.Module | None = None
+
+    def __call__(self, decoder_only: bool) -> nn.Module:
+        if decoder_only != self.decoder_only:
+            self.module = None  # the old wrapper's gradient hooks go before the new one's come
+            self.module = data_parallel(MeansDecoder(self.model) if decoder_only else self.model, self.device)
+            self.decoder_only = decoder_only
+        return self.module
+
+
 def progress_bar(enabled: bool, total_images: int):
     if not enabled or total_images <= 0:
         return None
@@ -390,7 +442,7 @@ class LossMeter:
         """Raise NonFiniteLoss on the first non-finite batch loss (weights after it are never saved)."""
         if not self.pending:
             return
-        values = torch.stack([t for _, t in self.pending]).cpu()
+        values = mean_over_ranks(torch.stack([t for _, t in self.pending])).cpu()  # so every rank stops alike
         for (batch_index, _), (total, recon, kl, objective) in zip(self.pending, values.tolist()):
             if not (math.isfinite(total) and math.isfinite(objective)):
                 what, value = ("loss", total) if not math.isfinite(total) else ("loss with the adversarial term", objective)
@@ -401,9 +453,19 @@ class LossMeter:
         self.pending.clear()
 
     def means(self) -> dict[str, float]:
+        """Per-image means over every rank's images; "images" is their number."""
         self.sync()
-        total, recon, kl = (self.sums / max(self.images, 1)).tolist()
-        return {"loss": total, "recon": recon, "kl": kl}
+        sums, images = self.sums, self.images
+        if distributed_rank_world()[1] > 1:
+            both = sum_over_ranks(torch.cat([sums, sums.new_tensor([images])]))
+            sums, images = both[:3], int(both[3].item())
+        total, recon, kl = (sums / max(images, 1)).tolist()
+        return {"loss": total, "recon": recon, "kl": kl, "images": images}
+
+
+def mean_over_ranks(values: Tensor) -> Tensor:
+    world = distributed_rank_world()[1]
+    return values if world == 1 else sum_over_ranks(values) / world
 
 
 def train_epoch(
@@ -421,7 +483,12 @@ def train_epoch(
     masks: Tensor | None = None,
     decoder_only: bool = False,
     adversary: "Adversary | None" = None,
+    forward: Callable[[Tensor], VAEOutput] | None = None,
 ) -> dict[str, float]:
+    """One epoch over this rank's `order`; `forward`, what a step calls (PhaseForward: DDP), by
+    default the model itself or, in the decoder phase, decode_means."""
+    if forward is None:
+        forward = MeansDecoder(model) if decoder_only else model
     model.train()
     if decoder_only:
         model.encoder.eval()
@@ -435,7 +502,7 @@ def train_epoch(
         batch, weight = augment.pair(images[index], None if masks is None else masks[index])
         x = to_float(batch)
         with autocast(device, amp_dtype):
-            out = decode_means(model, x) if decoder_only else model(x)
+            out = forward(x)
         loss = vae_loss(out, x, cfg, weight)
         total = loss.total
         if adversary is not None:
@@ -454,9 +521,9 @@ def train_epoch(
                 shown = meter.images
                 bar.set_postfix(epoch=epoch + 1, loss=f"{meter.last_loss:.1f}", refresh=False)
     stats = meter.means()
-    stats["images_per_s"] = meter.images / (time.perf_counter() - started)
+    stats["images_per_s"] = stats["images"] / (time.perf_counter() - started)
     if adversary is not None:
-        disc, adv = (adversarial_sums / max(meter.images, 1)).tolist()
+        disc, adv = (sum_over_ranks(adversarial_sums) / max(stats["images"], 1)).tolist()
         stats["disc"] = disc
         if adversary.active(epoch):
             stats["adv"] = adv
@@ -483,6 +550,7 @@ class Adversary:
         with torch.random.fork_rng(devices=cuda_devices):
             torch.manual_seed(derived_seed(cfg.seed, DISCRIMINATOR_SEED))
             self.net = PatchDiscriminator().to(device)
+        self.step_net = data_parallel(self.net, device)  # the discriminator's own step, data-parallel
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.discriminator_lr, betas=(0.5, 0.9))
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         self.device, self.amp_dtype = device, amp_dtype
@@ -503,7 +571,7 @@ class Adversary:
         zero = torch.zeros((), device=real.device)
         if not self.active(epoch):
             return zero, disc_loss, zero
-        self.net.requires_grad_(False)  # its gradients come from its own step only
+        self.net.requires_grad_(False)  # its gradients come from its own step only (so not through DDP)
         with autocast(self.device, self.amp_dtype):
             adv_loss = -self.net(fake).float().mean()
         self.net.requires_grad_(True)
@@ -519,7 +587,7 @@ class Adversary:
 
     def step_discriminator(self, real: Tensor, fake: Tensor) -> Tensor:
         with autocast(self.device, self.amp_dtype):
-            real_logits, fake_logits = self.net(real), self.net(fake)
+            real_logits, fake_logits = self.step_net(real), self.step_net(fake)
         loss = hinge_discriminator_loss(real_logits, fake_logits)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -541,11 +609,15 @@ def evaluate(
     model: VAE, images: Tensor, batch_size: int, cfg: ModelConfig, amp_dtype: torch.dtype | None,
     masks: Tensor | None = None,
 ) -> dict[str, float]:
-    """Validation loss with z = mu (deterministic, as at inference) and BN running statistics."""
+    """Validation loss with z = mu (deterministic, as at inference) and BN running statistics;
+    with several processes each takes every N-th image and the sums are added up."""
     if len(images) == 0:
         return {"loss": float("nan"), "recon": float("nan"), "kl": float("nan")}
     model.eval()
-    device = images.device
+    device, n = images.device, len(images)
+    rank, world = distributed_rank_world()
+    if world > 1:
+        images, masks = images[rank::world], None if masks is None else masks[rank::world]
     sums = torch.zeros(3, device=device)
     for start in range(0, len(images), batch_size):
         x = to_float(images[start : start + batch_size])
@@ -553,7 +625,7 @@ def evaluate(
             out = model(x)
         loss = vae_loss(out, x, cfg, None if masks is None else masks[start : start + batch_size])
         sums += torch.stack([loss.total, loss.recon, loss.kl]) * len(x)
-    total, recon, kl = (sums / len(images)).tolist()
+    total, recon, kl = (sum_over_ranks(sums) / n).tolist()
     return {"loss": total, "recon": recon, "kl": kl}
 
 
@@ -610,6 +682,27 @@ def load_checkpoint(
     adversary: Adversary | None = None,
 ) -> tuple[int, list[dict[str, float]]]:
     """Restore everything a killed run had; returns (completed epochs, history)."""
+    return apply_checkpoint(read_checkpoint(path, cfg), model, optimizer, scaler, adversary)
+
+
+def shared_checkpoint(path: Path, cfg: ModelConfig) -> dict[str, Any] | None:
+    """The checkpoint's state on every rank, None when there is none: rank 0 reads the file (so
+    the others need not see it) and sends it, or its error, to the rest."""
+    state, error = None, None
+    if distributed_rank_world()[0] == 0 and path.exists():
+        try:
+            state = read_checkpoint(path, cfg)
+        except FaceVAEError as exc:
+            error = exc
+    state, message = from_main((state, None if error is None else str(error)))
+    if error is not None:
+        raise error
+    if message is not None:
+        raise FaceVAEError(message)
+    return state
+
+
+def read_checkpoint(path: Path, cfg: ModelConfig) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for damaged files
@@ -623,6 +716,16 @@ def load_checkpoint(
             "delete it or train without --resume",
             path,
         )
+    return state
+
+
+def apply_checkpoint(
+    state: dict[str, Any],
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    adversary: Adversary | None = None,
+) -> tuple[int, list[dict[str, float]]]:
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scaler.load_state_dict(state["scaler"])

@@ -1,4 +1,7 @@
-"""`facevae train`: the training loop (facevae.training.loop) inside an MLflow run when tracking is on."""
+"""`facevae train`: the training loop (facevae.training.loop) inside an MLflow run when tracking is on.
+
+Under torchrun every process calls train(); rank 0 alone tracks the run, writes the files and
+registers the model, and the others return once it has (facevae.training.distributed)."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from facevae.core.config import Params
 from facevae.core.errors import FaceVAEError
 from facevae.tracking.records import EpochCallback, EpochReport, TrainResult
 from facevae.tracking.runs import RunOptions, tracked_run, write_run_file
+from facevae.training.distributed import barrier, is_main_process, process_group
 from facevae.training.loop import resolve_device, run_training
 
 # ---- public entry point -------------------------------------------------------------------------
@@ -30,11 +34,23 @@ def train(
     `on_epoch` sees every epoch after MLflow has logged it; what it raises stops training.
     """
     data, out_dir = Path(data), Path(out_dir)
-    resolve_device(params.train.device)  # a wrong device or missing data fails before an MLflow run exists
+    device = resolve_device(params.train.device)  # a wrong device or missing data fails before an MLflow run exists
     if not data.is_file():
         raise FaceVAEError("dataset not found; run `facevae build` (or `dvc repro`) first", data)
-    if not params.mlflow.enabled:
+    with process_group(device):
+        if is_main_process():
+            result = train_and_track(data, actor, params, out_dir, resume, progress, on_epoch, run_options)
+        else:
+            result = run_training(data, actor, params, out_dir, resume=resume, progress=False)
+        barrier()  # the other ranks return once rank 0 has logged and registered the model
+    return result
 
+
+def train_and_track(
+    data: Path, actor: str, params: Params, out_dir: Path, resume: bool, progress: bool,
+    on_epoch: EpochCallback | None, run_options: "RunOptions | None",
+) -> TrainResult:
+    if not params.mlflow.enabled:
         result = run_training(data, actor, params, out_dir, resume=resume, progress=progress, on_epoch=on_epoch)
         write_run_file(out_dir, {"tracking_uri": None, "run_id": None})  # so evaluate logs to no older run
         return result
