@@ -28,7 +28,7 @@ from facevae.transfer.fit import (
     fit_transfer,
     reinhard,
 )
-from facevae.transfer.footage import footage_distance, footage_neighbours, snap_to_codes
+from facevae.transfer.footage import footage_distance, footage_neighbours, ramped_snap, snap_to_codes
 from tests.media import astronaut_frames, write_clip
 
 CFG = TransferConfig()
@@ -285,3 +285,15 @@ def test_a_gap_picture_that_cannot_be_drawn_is_refused_before_any_work(model, tm
         reconstruct_video(model, clip, tmp_path / "out.mp4", ExtractConfig(), progress=False, mode=mode,
                           gaps=tmp_path / gaps)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["astro.mp4"]
+
+
+def test_the_ramped_snap_keeps_near_codes_and_pulls_far_ones_all_the_way():
+    rng = np.random.default_rng(0)
+    codes = rng.normal(size=(200, 6)).astype(np.float32)
+    limit = float(footage_distance(codes[:20] + 0.3, codes, 8).max())
+    near, far = codes[:1] + 0.01, codes[:1] + 10.0
+    z = np.concatenate([near, far])
+    ramped = ramped_snap(z, codes, 0.25, 8, 8, limit, ramp=0.5)
+    np.testing.assert_allclose(ramped[0], snap_to_codes(near, codes, 0.25, 8)[0], atol=1e-6)  # within: the constant snap
+    np.testing.assert_allclose(ramped[1], snap_to_codes(far, codes, 1.0, 8)[0], atol=1e-5)  # beyond: her nearest codes' mean
+    assert footage_distance(ramped[1:], codes, 8)[0] < limit

@@ -19,8 +19,8 @@ Every mode but `seed` then pulls each code part of the way (`transfer.snap`) tow
 its `transfer.snap_k` nearest codes of the actor's own training frames (`snap_to_codes`): driven
 codes drift between and beyond her frames, where the decoder draws soft, averaged faces
 (`transfer.snap_parts`: in `blend`, each of the two codes is snapped before they are averaged
-as well). Last,
-it smooths the latent sequence with a one-euro style filter whose lag is bounded by
+as well). With `transfer.snap_ramp` the pull grows with the code's distance from her footage, to all
+the way at her range limit (`ramped_snap`: no ghost faces beyond it). Last, it smooths the latent sequence with a one-euro style filter whose lag is bounded by
 `transfer.smooth_lag` frames (`smooth_latents`).
 
 A clip is processed by a `DriveSession` in chunks, in time order: the first chunk (at least
@@ -55,7 +55,7 @@ from facevae.transfer.fit import (
     neutral_index,
     reinhard,
 )
-from facevae.transfer.footage import Footage, footage_neighbours, snap_to_codes
+from facevae.transfer.footage import Footage, footage_neighbours, ramped_snap, snap_to_codes
 
 MODES = ("seed", "normalised", "relative", "landmark", "blend")
 
@@ -190,6 +190,14 @@ class DriveSession:
             return (cfg.blend_weight * parts[1] + (1 - cfg.blend_weight) * parts[0]).astype(np.float32)
         return parts[0].astype(np.float32)
 
+    def snap(self, z: np.ndarray) -> np.ndarray:
+        """Toward her nearest training codes: `transfer.snap` of the way, or, with `transfer.snap_ramp`,
+        further the farther the code lies from her footage (all the way at her range limit)."""
+        a, cfg = self.assets, self.cfg
+        if cfg.snap_ramp is None or self.range_limit is None:
+            return snap_to_codes(z, a.codes, cfg.snap, cfg.snap_k)
+        return ramped_snap(z, a.codes, cfg.snap, cfg.snap_k, int(a.info["range_k"]), self.range_limit, cfg.snap_ramp)
+
     def __call__(self, crops: np.ndarray, landmarks: np.ndarray | None = None) -> np.ndarray:
         crops = self.model.check_crops(crops)
         if self.mode == "seed":
@@ -199,7 +207,7 @@ class DriveSession:
         landmarks = np.asarray(landmarks, dtype=np.float64).reshape(len(crops), 68, 2)
         if not self.started:
             self.start(crops, landmarks)
-        z = self.smoother(snap_to_codes(self.latents(crops, landmarks), self.assets.codes, self.cfg.snap, self.cfg.snap_k))
+        z = self.smoother(self.snap(self.latents(crops, landmarks)))
         if self.range_limit is not None:
             distance, nearest = footage_neighbours(z, self.assets.codes, int(self.assets.info["range_k"]))
             if not self.keep_history:

@@ -36,6 +36,20 @@ def snap_to_codes(z: np.ndarray, codes: np.ndarray | None, weight: float, k: int
     return ((1 - weight) * z.astype(np.float64) + weight * nearest).astype(np.float32)
 
 
+def ramped_snap(z: np.ndarray, codes: np.ndarray, weight: float, k: int, range_k: int, limit: float,
+                ramp: float) -> np.ndarray:
+    """snap_to_codes with a weight that grows with each code's footage distance d: `weight` up to
+    ramp x limit, then linearly to 1 at the range limit, 1 beyond it. A code beyond her footage (where
+    the decoder paints blotchy ghosts) becomes the mean of her k nearest training codes; one well
+    within it keeps the constant snap."""
+    z = np.asarray(z, dtype=np.float32)
+    distance = footage_distance(z, codes, range_k)
+    weights = weight + (1.0 - weight) * np.clip((distance - ramp * limit) / ((1.0 - ramp) * limit), 0.0, 1.0)
+    codes = np.asarray(codes, dtype=np.float64)
+    nearest = codes[nearest_indices(z, codes, k)].mean(1)
+    return ((1 - weights[:, None]) * z.astype(np.float64) + weights[:, None] * nearest).astype(np.float32)
+
+
 def footage_neighbours(z: np.ndarray, codes: np.ndarray, k: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """(N,) root mean square distance from each code to its k nearest actor codes: how far a driven
     face is from anything in the actor's footage (where the decoder has seen nothing, it draws
