@@ -297,3 +297,16 @@ def test_the_ramped_snap_keeps_near_codes_and_pulls_far_ones_all_the_way():
     np.testing.assert_allclose(ramped[0], snap_to_codes(near, codes, 0.25, 8)[0], atol=1e-6)  # within: the constant snap
     np.testing.assert_allclose(ramped[1], snap_to_codes(far, codes, 1.0, 8)[0], atol=1e-5)  # beyond: her nearest codes' mean
     assert footage_distance(ramped[1:], codes, 8)[0] < limit
+
+
+def test_a_session_with_the_ramp_records_what_was_asked_and_draws_it_nearer(model):
+    faces = astronaut_frames(12)
+    aligner = FaceAligner.from_config(model.crop.extract_config(ExtractConfig()))
+    aligned = [aligner.align_one(f) for f in faces]
+    crops, landmarks = np.stack([a.crop for a in aligned]), np.stack([a.landmarks for a in aligned])
+    plain = DriveSession(model, TransferConfig(smooth_lag=0), "relative")
+    ramped = DriveSession(model, TransferConfig(smooth_lag=0, snap_ramp=0.0, snap_far=1.0), "relative")
+    plain(crops, landmarks), ramped(crops, landmarks)
+    assert plain.requested == [] and len(ramped.requested) == 1
+    asked, drawn = ramped.requested[0], ramped.footage().distance
+    assert (drawn <= asked + 1e-6).all() and drawn.mean() < plain.footage().distance.mean()

@@ -175,9 +175,10 @@ class TransferConfig(Section):
     snap: float = Field(0.25, ge=0.0, le=1.0)  # pull each code this far toward the mean of its nearest actor codes
     snap_k: int = Field(8, ge=1)
     snap_parts: bool = False  # blend: also snap the relative and the landmark code each before blending them
-    # the snap grows with the code's footage distance: from `snap` at snap_ramp x her range limit to a full
-    # snap at the limit and beyond (no ghosts: issue 24); null = a constant snap
+    # the snap grows with the code's footage distance: from `snap` at snap_ramp x her range limit to
+    # `snap_far` at the limit and beyond (no ghosts: issue 24); null = a constant snap
     snap_ramp: float | None = Field(None, ge=0.0, lt=1.0)
+    snap_far: float = Field(1.0, ge=0.0, le=1.0)
 
 
 class MlflowConfig(Section):

@@ -19,8 +19,9 @@ Every mode but `seed` then pulls each code part of the way (`transfer.snap`) tow
 its `transfer.snap_k` nearest codes of the actor's own training frames (`snap_to_codes`): driven
 codes drift between and beyond her frames, where the decoder draws soft, averaged faces
 (`transfer.snap_parts`: in `blend`, each of the two codes is snapped before they are averaged
-as well). With `transfer.snap_ramp` the pull grows with the code's distance from her footage, to all
-the way at her range limit (`ramped_snap`: no ghost faces beyond it). Last, it smooths the latent sequence with a one-euro style filter whose lag is bounded by
+as well). With `transfer.snap_ramp` the pull grows with the code's distance from her footage, up to
+`transfer.snap_far` of the way at her range limit (`ramped_snap`: no ghosts beyond it). Last, it
+smooths the latent sequence with a one-euro style filter whose lag is bounded by
 `transfer.smooth_lag` frames (`smooth_latents`).
 
 A clip is processed by a `DriveSession` in chunks, in time order: the first chunk (at least
@@ -55,7 +56,13 @@ from facevae.transfer.fit import (
     neutral_index,
     reinhard,
 )
-from facevae.transfer.footage import Footage, footage_neighbours, ramped_snap, snap_to_codes
+from facevae.transfer.footage import (
+    Footage,
+    footage_distance,
+    footage_neighbours,
+    ramped_snap,
+    snap_to_codes,
+)
 
 MODES = ("seed", "normalised", "relative", "landmark", "blend")
 
@@ -124,6 +131,7 @@ class DriveSession:
         self.driver_neutral_lm: np.ndarray | None = None
         self.driver_neutral_z: np.ndarray | None = None
         self.distances: list[np.ndarray] = []  # per chunk: footage_neighbours of each driven code
+        self.requested: list[np.ndarray] = []  # per chunk, with snap_ramp: each code's footage distance before the snap
         self.nearest: list[np.ndarray] = []
 
     @property
@@ -192,11 +200,15 @@ class DriveSession:
 
     def snap(self, z: np.ndarray) -> np.ndarray:
         """Toward her nearest training codes: `transfer.snap` of the way, or, with `transfer.snap_ramp`,
-        further the farther the code lies from her footage (all the way at her range limit)."""
+        further the farther the code lies from her footage (`snap_far` of the way at her range limit)."""
         a, cfg = self.assets, self.cfg
         if cfg.snap_ramp is None or self.range_limit is None:
             return snap_to_codes(z, a.codes, cfg.snap, cfg.snap_k)
-        return ramped_snap(z, a.codes, cfg.snap, cfg.snap_k, int(a.info["range_k"]), self.range_limit, cfg.snap_ramp)
+        range_k = int(a.info["range_k"])
+        distance = footage_distance(z, a.codes, range_k)
+        self.requested = [*self.requested, distance] if self.keep_history else [distance]
+        return ramped_snap(z, a.codes, cfg.snap, cfg.snap_k, range_k, self.range_limit, cfg.snap_ramp, cfg.snap_far,
+                           distance)
 
     def __call__(self, crops: np.ndarray, landmarks: np.ndarray | None = None) -> np.ndarray:
         crops = self.model.check_crops(crops)

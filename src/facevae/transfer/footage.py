@@ -37,14 +37,15 @@ def snap_to_codes(z: np.ndarray, codes: np.ndarray | None, weight: float, k: int
 
 
 def ramped_snap(z: np.ndarray, codes: np.ndarray, weight: float, k: int, range_k: int, limit: float,
-                ramp: float) -> np.ndarray:
+                ramp: float, far: float = 1.0, distance: np.ndarray | None = None) -> np.ndarray:
     """snap_to_codes with a weight that grows with each code's footage distance d: `weight` up to
-    ramp x limit, then linearly to 1 at the range limit, 1 beyond it. A code beyond her footage (where
-    the decoder paints blotchy ghosts) becomes the mean of her k nearest training codes; one well
-    within it keeps the constant snap."""
+    ramp x limit, then linearly to `far` at the range limit and beyond. A code beyond her footage
+    (where the decoder paints blotchy ghosts) is pulled toward the mean of her k nearest training
+    codes (all the way with far = 1); one well within it keeps the constant snap. `distance`: the
+    codes' footage_distance when already measured."""
     z = np.asarray(z, dtype=np.float32)
-    distance = footage_distance(z, codes, range_k)
-    weights = weight + (1.0 - weight) * np.clip((distance - ramp * limit) / ((1.0 - ramp) * limit), 0.0, 1.0)
+    distance = footage_distance(z, codes, range_k) if distance is None else distance
+    weights = weight + (far - weight) * np.clip((distance - ramp * limit) / ((1.0 - ramp) * limit), 0.0, 1.0)
     codes = np.asarray(codes, dtype=np.float64)
     nearest = codes[nearest_indices(z, codes, k)].mean(1)
     return ((1 - weights[:, None]) * z.astype(np.float64) + weights[:, None] * nearest).astype(np.float32)

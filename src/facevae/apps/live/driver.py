@@ -92,9 +92,10 @@ class LiveDriver:
         return len(self.pending_crops) / self.window
 
     def footage_check(self) -> tuple[float | None, bool]:
-        """The latest face's distance from the actor's footage, and whether it is beyond her range."""
+        """The latest face's distance from the actor's footage, and whether the driver asked for a face
+        beyond her range (with transfer.snap_ramp it is then held near her closest faces)."""
         limit = self.session.range_limit
         if limit is None or not self.session.distances:
             return None, False
-        distance = float(self.session.distances[-1][-1])
-        return distance, distance > limit
+        asked = self.session.requested or self.session.distances
+        return float(self.session.distances[-1][-1]), bool(asked[-1][-1] > limit)
