@@ -33,6 +33,33 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until_ready(url: str, server: subprocess.Popen, log: Path, timeout_s: float) -> None:
+    """Poll `url` until it answers 200; fail with the tail of the server's log if it exits or times out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"the server exited with code {server.returncode}: {log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                if reply.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer within {timeout_s:.0f} s: {log.read_text()[-3000:]}")
+
+
+def stop_group(server: subprocess.Popen, timeout_s: float = 30) -> None:
+    """End a server started with start_new_session and everything it started (its process group)."""
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
 def postgres_bin_dir() -> Path | None:
     """The folder with initdb, pg_ctl and postgres: on PATH, else Debian's /usr/lib/postgresql/N/bin
     (the newest), which the `postgresql` package does not put on PATH."""
@@ -149,25 +176,7 @@ def mlflow_server(backend_uri: str, root: Path, timeout: float = 180) -> Iterato
                                    start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited ({process.returncode}): {log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server not up after {timeout:.0f} s: {log.read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_until_ready(f"{url}/health", process, log, timeout)
         yield MlflowServer(url, artifacts, log)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_group(process)

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -20,40 +15,9 @@ from facevae.core.config import ExtractConfig
 from facevae.extract.drivers import aligner_for, read_image
 from facevae.transfer.actor import ActorModel
 from tests.inferencedata import tiny_model
+from tests.servers import free_port, stop_group, wait_until_ready
 
 SERVER_START_TIMEOUT_S = 90
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until_ready(url: str, server: subprocess.Popen, log: Path, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"the server exited with code {server.returncode}: {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/ping", timeout=2) as reply:
-                if reply.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"the server did not answer /ping within {timeout_s} s")
-
-
-def stop(server: subprocess.Popen) -> None:
-    """End the server and everything it started (its own process group), then reap it."""
-    if server.poll() is None:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=15)
 
 
 @pytest.mark.slow
@@ -75,7 +39,7 @@ def test_served_champion_reconstructs_an_aligned_crop(tmp_path_factory, sample_c
         )  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_until_ready(url, server, log, SERVER_START_TIMEOUT_S)
+        wait_until_ready(f"{url}/ping", server, log, SERVER_START_TIMEOUT_S)
         request = urllib.request.Request(
             f"{url}/invocations",
             data=json.dumps({"inputs": [crop.tolist()]}).encode(),
@@ -84,7 +48,7 @@ def test_served_champion_reconstructs_an_aligned_crop(tmp_path_factory, sample_c
         with urllib.request.urlopen(request, timeout=60) as reply:
             body = json.loads(reply.read())
     finally:
-        stop(server)
+        stop_group(server)
     predictions = np.asarray(body["predictions"])
     assert predictions.shape == (1, 64, 64, 3)
     assert np.issubdtype(predictions.dtype, np.integer) and predictions.min() >= 0 and predictions.max() <= 255
