@@ -169,18 +169,35 @@ def _tracked_run(
 
     uri = configure_tracking(params.mlflow)
     experiment_id = ensure_experiment(actor, params.mlflow, uri)
-    run_id = previous_run_id(out_dir, uri) if resume and (out_dir / "checkpoint.pt").exists() else None
+    recorded = previous_run_id(out_dir, uri) if resume else None
+    run_id = recorded if (out_dir / "checkpoint.pt").exists() else None
     nested = mlflow.active_run() is not None  # e.g. one trial of a sweep that has its own parent run
     new_run = {} if run_id else {
         "experiment_id": experiment_id, "parent_run_id": options.parent_run_id,
         "run_name": options.run_name, "tags": options.tags or None,
     }
     with mlflow.start_run(run_id=run_id, nested=nested, **new_run) as run:
+        if recorded is not None and run_id is None:
+            close_killed_run(uri, recorded, run.info.run_id)
         tracker = RunTracker(run.info.run_id, uri, actor, params, data, out_dir)
         write_run_file(out_dir, {"tracking_uri": uri, "experiment_id": run.info.experiment_id, "run_id": run.info.run_id})
         if run_id is None:
             tracker.log_setup()
         yield tracker
+
+
+RESTARTED_AS = "facevae.restarted_as"  # tag of a run killed before its first checkpoint: the run that redid it
+
+
+def close_killed_run(uri: str, old_run_id: str, new_run_id: str) -> None:
+    """`--resume` without a checkpoint starts over in a new run: the run of the killed attempt (still
+    RUNNING, as a kill -9 leaves it) ends KILLED, tagged with the new run's id."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    if client.get_run(old_run_id).info.status == "RUNNING":
+        client.set_tag(old_run_id, RESTARTED_AS, new_run_id)
+        client.set_terminated(old_run_id, "KILLED")
 
 # ---- the run ------------------------------------------------------------------------------------
 
