@@ -180,3 +180,21 @@ def test_resume_without_a_checkpoint_closes_the_killed_attempts_run(tmp_path, mo
     old = client.get_run(killed)
     assert old.info.status == "KILLED" and old.data.tags[RESTARTED_AS] == tracker.run_id
     assert client.get_run(tracker.run_id).info.status == "FINISHED"
+
+
+def test_resume_of_a_finished_run_registers_no_second_version(tmp_path, monkeypatch):
+    """A kill after the model was logged (or a --resume of a finished folder) trained no epoch on
+    resume, yet logged and registered the same model again (bench/soak.py: 6 runs with 2 versions)."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    data = write_face_dataset(tmp_path / "astro.h5", n_train=16, n_val=4)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    params = validate_params({"train": {**QUICK_TRAIN, "epochs": 1},
+                              "mlflow": {"tracking_uri": uri, "artifact_location": str(tmp_path / "artifacts")}})
+    first = train(data, "astro", params, tmp_path / "out", progress=False)
+    again = train(data, "astro", params, tmp_path / "out", resume=True, progress=False)
+    assert (again.run_id, again.model_version) == (first.run_id, first.model_version) == (first.run_id, "1")
+    assert len(MlflowClient(uri).search_model_versions("name='facevae-astro'")) == 1
+    assert read_run_file(tmp_path / "out")["version"] == "1"

@@ -34,6 +34,8 @@ from facevae.tracking.registry import MODEL_PREFIX
 
 RUN_FILE = "mlflow.json"
 
+MODEL_KEYS = ("model_uri", "registered_model", "version")  # what log_final_model adds to it
+
 GRID_FACES = 8  # fixed val faces shown with their reconstructions
 
 PRIOR_SAMPLES = 16
@@ -180,7 +182,9 @@ def _tracked_run(
         if recorded is not None and run_id is None:
             close_killed_run(uri, recorded, run.info.run_id)
         tracker = RunTracker(run.info.run_id, uri, actor, params, data, out_dir)
-        write_run_file(out_dir, {"tracking_uri": uri, "experiment_id": run.info.experiment_id, "run_id": run.info.run_id})
+        logged = {k: v for k, v in read_run_file(out_dir).items() if k in MODEL_KEYS} if run_id else {}  # same run: its model
+        write_run_file(out_dir, {"tracking_uri": uri, "experiment_id": run.info.experiment_id, "run_id": run.info.run_id,
+                                 **logged})
         if run_id is None:
             tracker.log_setup()
         yield tracker
@@ -206,6 +210,7 @@ class RunTracker:
     def __init__(self, run_id: str, uri: str, actor: str, params: Params, data: Path, out_dir: Path):
         self.run_id, self.uri, self.actor = run_id, uri, actor
         self.params, self.data, self.out_dir = params, Path(data), Path(out_dir)
+        self.epochs_logged = 0
 
     def log_setup(self) -> None:
         import mlflow
@@ -221,6 +226,7 @@ class RunTracker:
     def log_epoch(self, report: "EpochReport") -> None:
         import mlflow
 
+        self.epochs_logged += 1
         metrics = {k: v for k, v in report.row.items() if k != "epoch" and math.isfinite(v)}
         mlflow.log_metrics(metrics, step=report.epoch)
         every = self.params.train.log_images_every
@@ -238,6 +244,11 @@ class RunTracker:
     def log_final_model(self, result: "TrainResult") -> None:
         import mlflow
 
+        record = read_run_file(self.out_dir)
+        if not self.epochs_logged and record.get("run_id") == self.run_id and record.get("model_uri"):
+            # --resume of a run killed after it logged its model: no epoch trained, nothing new to register
+            result.model_version, result.run_id = record.get("version"), self.run_id
+            return
         for name in ("metrics.json", "history.csv", "config.json"):
             mlflow.log_artifact(str(result.out_dir / name), artifact_path="outputs")
         cfg = self.params.mlflow
