@@ -1,5 +1,8 @@
 """The champion rule on a real MLflow registry (sqlite store in tmp_path)."""
 
+import threading
+import time
+
 import pytest
 
 from facevae.tracking.registry import (
@@ -121,3 +124,34 @@ def test_a_champion_measured_against_another_target_is_replaced(registry):
     assert stricter["reason"] == "the champion was measured against another target (six checks)"
     back = evaluate_on_target(new_version(), 5 / 7, 0.95, target="seven checks")
     assert not back["promoted"] and back["comparable"] and champion(client) == "3"
+
+
+def test_two_evaluations_at_once_leave_the_champion_on_the_better_version(registry, monkeypatch):
+    """Both read the old champion before either moves the alias (the read is slowed to make sure, the
+    worse one's most): without the lock the worse one moved the alias last (bench/soak.py, 2 of 6 races)."""
+    from mlflow.tracking import MlflowClient
+
+    client, new_version = registry
+    evaluate(new_version(), 0.5, BOTH)
+    better, worse = new_version(), new_version()
+    read = MlflowClient.get_model_version_by_alias
+    delay = {better["version"]: 0.2, worse["version"]: 0.6}
+
+    def slow_read(self, name, alias):
+        version = read(self, name, alias)
+        time.sleep(delay.get(getattr(threading.current_thread(), "version", None), 0))
+        return version
+
+    monkeypatch.setattr(MlflowClient, "get_model_version_by_alias", slow_read)
+
+    def run(record: dict, value: float) -> None:
+        threading.current_thread().version = record["version"]
+        evaluate(record, value, BOTH)
+
+    threads = [threading.Thread(target=run, args=args) for args in ((better, 0.9), (worse, 0.7))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    monkeypatch.setattr(MlflowClient, "get_model_version_by_alias", read)
+    assert champion(client) == better["version"]

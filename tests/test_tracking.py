@@ -14,7 +14,7 @@ from facevae.core.images import make_grid, save_png, stack_rows
 from facevae.model.files import load_model
 from facevae.tracking.pyfunc import as_face_batch, reconstruct_uint8
 from facevae.tracking.registry import EVAL_DRIVERS, log_evaluation
-from facevae.tracking.runs import artifact_root, configure_tracking, read_run_file
+from facevae.tracking.runs import RESTARTED_AS, artifact_root, configure_tracking, read_run_file, tracked_run
 from facevae.training.run import train
 from tests.facedata import QUICK_TRAIN, face_crops, write_face_dataset
 
@@ -158,3 +158,43 @@ def test_grids(tmp_path):
     assert np.array_equal(floats, make_grid(faces, ncols=5))
     path = save_png(grid, tmp_path / "grid.png")
     assert np.array_equal(np.asarray(Image.open(path)), grid)
+
+
+def test_resume_without_a_checkpoint_closes_the_killed_attempts_run(tmp_path, monkeypatch):
+    """A kill -9 after the run opened but before the first checkpoint left the run RUNNING for ever
+    (bench/soak.py); --resume then starts over in a new run and marks the old one KILLED."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    data = write_face_dataset(tmp_path / "astro.h5", n_train=8, n_val=2)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    params = validate_params({"mlflow": {"tracking_uri": uri, "artifact_location": str(tmp_path / "artifacts")}})
+    with tracked_run(data, "astro", params, tmp_path / "out"):
+        killed = read_run_file(tmp_path / "out")["run_id"]
+        client = MlflowClient(uri)
+        # what a kill leaves: the run never ended
+    client.update_run(killed, "RUNNING")
+    with tracked_run(data, "astro", params, tmp_path / "out", resume=True) as tracker:
+        assert tracker.run_id != killed
+    old = client.get_run(killed)
+    assert old.info.status == "KILLED" and old.data.tags[RESTARTED_AS] == tracker.run_id
+    assert client.get_run(tracker.run_id).info.status == "FINISHED"
+
+
+def test_resume_of_a_finished_run_registers_no_second_version(tmp_path, monkeypatch):
+    """A kill after the model was logged (or a --resume of a finished folder) trained no epoch on
+    resume, yet logged and registered the same model again (bench/soak.py: 6 runs with 2 versions)."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    data = write_face_dataset(tmp_path / "astro.h5", n_train=16, n_val=4)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    params = validate_params({"train": {**QUICK_TRAIN, "epochs": 1},
+                              "mlflow": {"tracking_uri": uri, "artifact_location": str(tmp_path / "artifacts")}})
+    first = train(data, "astro", params, tmp_path / "out", progress=False)
+    again = train(data, "astro", params, tmp_path / "out", resume=True, progress=False)
+    assert (again.run_id, again.model_version) == (first.run_id, first.model_version) == (first.run_id, "1")
+    assert len(MlflowClient(uri).search_model_versions("name='facevae-astro'")) == 1
+    assert read_run_file(tmp_path / "out")["version"] == "1"

@@ -4,9 +4,13 @@ not comparable)."""
 
 from __future__ import annotations
 
+import hashlib
 import math
+import tempfile
 from pathlib import Path
 from typing import Any
+
+from facevae.core.locks import file_lock
 
 MODEL_PREFIX = "facevae-"  # registered models are named facevae-<actor>
 
@@ -122,10 +126,20 @@ def log_evaluation(run_record: dict[str, Any], headline: dict[str, float], ranki
     name, version = run_record.get("registered_model"), run_record.get("version")
     if not name or not version or not ranking or any(m not in headline for m, _ in ranking):
         return None
-    decision = decide_champion(client, name, str(version), ranking, [float(headline[m]) for m, _ in ranking],
-                               benchmark)
+    with file_lock(champion_lock_path(uri)):  # two evaluations at once: the second decides against the first's result
+        decision = decide_champion(client, name, str(version), ranking, [float(headline[m]) for m, _ in ranking],
+                                   benchmark)
     client.set_tag(run_id, "facevae.champion_decision", str(decision))
     return decision
+
+
+def champion_lock_path(uri: str) -> Path:
+    """The lock that makes decide_champion's read-compare-move one step between processes: beside a
+    SQLite store's file, else one per tracking URI in the temp folder (so evaluations on one machine
+    are serialised; ones on other machines sharing a server are not: docs/decisions/042-kill-soaks.md)."""
+    if uri.startswith("sqlite:///") and uri[len("sqlite:///"):] not in ("", ":memory:"):
+        return Path(uri[len("sqlite:///"):] + ".champion.lock")
+    return Path(tempfile.gettempdir()) / f"facevae-champion-{hashlib.sha256(uri.encode()).hexdigest()[:16]}.lock"
 
 
 def log_report_files(run_record: dict[str, Any], files: list[Path]) -> None:

@@ -34,6 +34,8 @@ from facevae.tracking.registry import MODEL_PREFIX
 
 RUN_FILE = "mlflow.json"
 
+MODEL_KEYS = ("model_uri", "registered_model", "version")  # what log_final_model adds to it
+
 GRID_FACES = 8  # fixed val faces shown with their reconstructions
 
 PRIOR_SAMPLES = 16
@@ -169,18 +171,37 @@ def _tracked_run(
 
     uri = configure_tracking(params.mlflow)
     experiment_id = ensure_experiment(actor, params.mlflow, uri)
-    run_id = previous_run_id(out_dir, uri) if resume and (out_dir / "checkpoint.pt").exists() else None
+    recorded = previous_run_id(out_dir, uri) if resume else None
+    run_id = recorded if (out_dir / "checkpoint.pt").exists() else None
     nested = mlflow.active_run() is not None  # e.g. one trial of a sweep that has its own parent run
     new_run = {} if run_id else {
         "experiment_id": experiment_id, "parent_run_id": options.parent_run_id,
         "run_name": options.run_name, "tags": options.tags or None,
     }
     with mlflow.start_run(run_id=run_id, nested=nested, **new_run) as run:
+        if recorded is not None and run_id is None:
+            close_killed_run(uri, recorded, run.info.run_id)
         tracker = RunTracker(run.info.run_id, uri, actor, params, data, out_dir)
-        write_run_file(out_dir, {"tracking_uri": uri, "experiment_id": run.info.experiment_id, "run_id": run.info.run_id})
+        logged = {k: v for k, v in read_run_file(out_dir).items() if k in MODEL_KEYS} if run_id else {}  # same run: its model
+        write_run_file(out_dir, {"tracking_uri": uri, "experiment_id": run.info.experiment_id, "run_id": run.info.run_id,
+                                 **logged})
         if run_id is None:
             tracker.log_setup()
         yield tracker
+
+
+RESTARTED_AS = "facevae.restarted_as"  # tag of a run killed before its first checkpoint: the run that redid it
+
+
+def close_killed_run(uri: str, old_run_id: str, new_run_id: str) -> None:
+    """`--resume` without a checkpoint starts over in a new run: the run of the killed attempt (still
+    RUNNING, as a kill -9 leaves it) ends KILLED, tagged with the new run's id."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    if client.get_run(old_run_id).info.status == "RUNNING":
+        client.set_tag(old_run_id, RESTARTED_AS, new_run_id)
+        client.set_terminated(old_run_id, "KILLED")
 
 # ---- the run ------------------------------------------------------------------------------------
 
@@ -189,6 +210,7 @@ class RunTracker:
     def __init__(self, run_id: str, uri: str, actor: str, params: Params, data: Path, out_dir: Path):
         self.run_id, self.uri, self.actor = run_id, uri, actor
         self.params, self.data, self.out_dir = params, Path(data), Path(out_dir)
+        self.epochs_logged = 0
 
     def log_setup(self) -> None:
         import mlflow
@@ -204,6 +226,7 @@ class RunTracker:
     def log_epoch(self, report: "EpochReport") -> None:
         import mlflow
 
+        self.epochs_logged += 1
         metrics = {k: v for k, v in report.row.items() if k != "epoch" and math.isfinite(v)}
         mlflow.log_metrics(metrics, step=report.epoch)
         every = self.params.train.log_images_every
@@ -221,6 +244,11 @@ class RunTracker:
     def log_final_model(self, result: "TrainResult") -> None:
         import mlflow
 
+        record = read_run_file(self.out_dir)
+        if not self.epochs_logged and record.get("run_id") == self.run_id and record.get("model_uri"):
+            # --resume of a run killed after it logged its model: no epoch trained, nothing new to register
+            result.model_version, result.run_id = record.get("version"), self.run_id
+            return
         for name in ("metrics.json", "history.csv", "config.json"):
             mlflow.log_artifact(str(result.out_dir / name), artifact_path="outputs")
         cfg = self.params.mlflow
