@@ -304,7 +304,7 @@ def test_a_session_with_the_ramp_records_what_was_asked_and_draws_it_nearer(mode
     aligner = FaceAligner.from_config(model.crop.extract_config(ExtractConfig()))
     aligned = [aligner.align_one(f) for f in faces]
     crops, landmarks = np.stack([a.crop for a in aligned]), np.stack([a.landmarks for a in aligned])
-    plain = DriveSession(model, TransferConfig(smooth_lag=0), "relative")
+    plain = DriveSession(model, TransferConfig(smooth_lag=0, snap_ramp=None), "relative")
     ramped = DriveSession(model, TransferConfig(smooth_lag=0, snap_ramp=0.0, snap_far=1.0), "relative")
     plain(crops, landmarks), ramped(crops, landmarks)
     assert plain.requested == [] and len(ramped.requested) == 1

@@ -177,8 +177,8 @@ class TransferConfig(Section):
     snap_parts: bool = False  # blend: also snap the relative and the landmark code each before blending them
     # the snap grows with the code's footage distance: from `snap` at snap_ramp x her range limit to
     # `snap_far` at the limit and beyond (no ghosts: issue 24); null = a constant snap
-    snap_ramp: float | None = Field(None, ge=0.0, lt=1.0)
-    snap_far: float = Field(1.0, ge=0.0, le=1.0)
+    snap_ramp: float | None = Field(0.7, ge=0.0, lt=1.0)
+    snap_far: float = Field(0.7, ge=0.0, le=1.0)
 
 
 class MlflowConfig(Section):
