@@ -31,9 +31,14 @@ def snap_to_codes(z: np.ndarray, codes: np.ndarray | None, weight: float, k: int
     z = np.asarray(z, dtype=np.float32)
     if weight == 0 or codes is None or len(codes) == 0:
         return z
+    return pull_toward_codes(z, codes, weight, k, chunk)
+
+
+def pull_toward_codes(z: np.ndarray, codes: np.ndarray, weight, k: int, chunk: int = 256) -> np.ndarray:
+    """(1 - weight) * z + weight * (mean of the k codes nearest to each row); `weight` a number or (N, 1)."""
     codes = np.asarray(codes, dtype=np.float64)
     nearest = codes[nearest_indices(z, codes, k, chunk)].mean(1)
-    return ((1 - weight) * z.astype(np.float64) + weight * nearest).astype(np.float32)
+    return ((1 - weight) * np.asarray(z).astype(np.float64) + weight * nearest).astype(np.float32)
 
 
 def ramped_snap(z: np.ndarray, codes: np.ndarray, weight: float, k: int, range_k: int, limit: float,
@@ -46,9 +51,7 @@ def ramped_snap(z: np.ndarray, codes: np.ndarray, weight: float, k: int, range_k
     z = np.asarray(z, dtype=np.float32)
     distance = footage_distance(z, codes, range_k) if distance is None else distance
     weights = weight + (far - weight) * np.clip((distance - ramp * limit) / ((1.0 - ramp) * limit), 0.0, 1.0)
-    codes = np.asarray(codes, dtype=np.float64)
-    nearest = codes[nearest_indices(z, codes, k)].mean(1)
-    return ((1 - weights[:, None]) * z.astype(np.float64) + weights[:, None] * nearest).astype(np.float32)
+    return pull_toward_codes(z, codes, weights[:, None], k)
 
 
 def footage_neighbours(z: np.ndarray, codes: np.ndarray, k: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:

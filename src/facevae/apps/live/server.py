@@ -101,10 +101,14 @@ class ModelCache:
 # ---- frames in and out -------------------------------------------------------------------------
 
 
-def decode_frame(data: bytes) -> np.ndarray:
-    """A client's JPEG/PNG message -> RGB, at most SEND_WIDTH wide."""
+def check_frame_size(data: bytes) -> None:
     if len(data) > MAX_FRAME_BYTES:
         raise BadFrame(CLOSE_TOO_BIG, f"a frame of {len(data)} bytes is over the {MAX_FRAME_BYTES} byte limit")
+
+
+def decode_frame(data: bytes) -> np.ndarray:
+    """A client's JPEG/PNG message -> RGB, at most SEND_WIDTH wide."""
+    check_frame_size(data)
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if bgr is None:
         raise BadFrame(CLOSE_UNSUPPORTED, f"a binary message of {len(data)} bytes that is not a JPEG or PNG image")
@@ -208,8 +212,7 @@ class Connection:
             if mailbox is None:
                 raise BadFrame(CLOSE_UNSUPPORTED, "this server plays its --input clip: it takes no camera frames")
             data = message.get("bytes") or b""
-            if len(data) > MAX_FRAME_BYTES:  # refuse before it waits in the mailbox
-                decode_frame(data)
+            check_frame_size(data)  # refused before it waits in the mailbox
             replaced = mailbox.put((seq, data, time.perf_counter()))
             if replaced is not None:
                 await self.send({"type": "skipped", "seq": replaced})
