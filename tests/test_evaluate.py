@@ -306,3 +306,27 @@ def test_the_streamed_gap_picture_keeps_a_face_per_window_whatever_the_chunks(tm
     path = whole.png(tmp_path / "gaps.png", "clip.mp4", "blend", Footage(distance, nearest, limit=3.0),
                      actor_faces=lambda rows: faces[rows] + 2)
     assert path.stat().st_size > 0 and list(tmp_path.iterdir()) == [path]
+
+
+@pytest.mark.slow
+def test_scoring_in_two_worker_processes_gives_the_same_results_as_in_one(woman_faces):
+    from facevae.evaluation.plausibility import PlausibilityReference
+    from facevae.evaluation.scoring import ClipScoring, PCABaseline, copy_driver
+
+    params, train, h5 = woman_faces
+    import h5py
+
+    with h5py.File(h5) as f:
+        landmarks = f["landmarks"][:][f["split"][:] == 0]
+    clips = [DriverClip(f"part{i}", train[i::4][:24], landmarks[i::4][:24], np.arange(24)) for i in range(2)]
+    reader = OutputFaceReader(64, params.extract.coverage)
+    centroid = reader.descriptors(train[:5], reader.landmarks(train[:5])).mean(0)
+    translators = {"nearest_neighbour": NearestNeighbour(train), "pca": PCABaseline(train, 8), "ceiling": copy_driver}
+    scoring = ClipScoring(translators, clips, reader, centroid, 1.0, 3, PlausibilityReference(train))
+    one, two = scoring.run(1), scoring.run(2)
+    assert list(one) == list(two) == ["part0", "part1"]
+    for clip in one:
+        assert list(one[clip]) == list(two[clip]) == list(translators)
+        for mode in translators:
+            assert one[clip][mode].scores == pytest.approx(two[clip][mode].scores, nan_ok=True, rel=0, abs=0)
+            assert np.array_equal(one[clip][mode].outputs, two[clip][mode].outputs)

@@ -13,6 +13,7 @@ from facevae.model.discriminator import (
     PatchDiscriminator,
     adaptive_adversarial_weight,
     hinge_discriminator_loss,
+    last_decoder_weight,
 )
 from facevae.model.files import load_model
 from facevae.model.losses import vae_loss
@@ -21,14 +22,19 @@ from facevae.training.loop import (
     ADVERSARIAL_COLUMNS,
     CHECKPOINT,
     HISTORY_COLUMNS,
+    Adversary,
     Augmenter,
     build_optimizer,
     build_training_model,
+    decode_means,
+    enter_decoder_phase,
     epoch_lr,
     epoch_order,
     load_checkpoint,
+    load_split_tensor,
     resolve_device,
     run_training,
+    to_float,
 )
 from tests.facedata import quick_params, write_face_dataset
 
@@ -129,6 +135,50 @@ def test_resume_inside_the_adversarial_phase_gives_identical_weights(faces_h5, t
     run_training(faces_h5, "a", params(**dict(ADVERSARIAL, decoder_epochs=2)), tmp_path / "killed", progress=False)
     resumed = run_training(faces_h5, "a", params(**ADVERSARIAL), tmp_path / "killed", resume=True, progress=False)
     assert_same_run(tmp_path / "straight", straight, tmp_path / "killed", resumed)
+
+
+@pytest.mark.parametrize("mix_share", [0.0, 0.5])
+def test_the_decoder_steps_surrogates_give_the_textbook_gradient(faces_h5, mix_share):
+    """The decoder phase backpropagates sum(output * d term / d output) for the loss and the
+    adversarial term: the same decoder gradient as VQGAN's recipe (the adaptive weight from two
+    autograd.grad calls, then a backward of loss + weight * -mean D(fake) through D again)."""
+    p = params(**ADVERSARIAL, adversarial_mix=mix_share > 0, adversarial_mix_share=mix_share or 1.0, discriminator_every=2)
+    model = build_training_model(p.model, torch.device("cpu"))
+    enter_decoder_phase(model, build_optimizer(model, p.train, torch.device("cpu")), p.train.decoder_lr, first_epoch=True)
+    model.train()
+    model.encoder.eval()
+    adversary = Adversary(p.train, torch.device("cpu"), None)
+    adversary.net.eval()  # spectral norm's power iteration would move sigma between the two passes
+    x = to_float(load_split_tensor(faces_h5, "train", p.model, torch.device("cpu"))[:8])
+    decoder = [q for q in model.decoder.parameters()]
+    active_epoch = p.train.epochs + p.train.adversarial_warmup
+
+    torch.manual_seed(3)  # the mixes' weights and partners
+    out = decode_means(model, x)
+    loss = vae_loss(out, x, p.model)
+    step = adversary.decoder_step(model, out, x, loss, active_epoch, batch=1)  # odd batch: no discriminator step
+    ours = torch.autograd.grad(step.backward, decoder)
+
+    torch.manual_seed(3)
+    out = decode_means(model, x)
+    loss = vae_loss(out, x, p.model)
+    fake = torch.sigmoid(out.logits)
+    if mix_share:
+        fake = torch.cat([fake, torch.sigmoid(adversary.decode_mixes(model, out.mu))])
+        assert len(fake) == 8 + 4
+    adv = -adversary.net(fake).mean()
+    weight = adaptive_adversarial_weight(loss.recon, adv, last_decoder_weight(model), p.train.adversarial_weight)
+    textbook = torch.autograd.grad(loss.total + weight * adv, decoder)
+
+    assert step.adv_loss.item() == pytest.approx(adv.item(), rel=1e-6)
+    assert step.objective.item() == pytest.approx((loss.total + weight * adv).item(), rel=1e-6)
+    for a, b in zip(ours, textbook):  # the same up to float32 summation order
+        assert (a - b).norm() <= 1e-4 * b.norm()
+
+
+def test_a_slower_discriminator_steps_every_nth_batch_and_its_loss_counts_those_batches(faces_h5, tmp_path):
+    every = run_training(faces_h5, "a", params(**ADVERSARIAL, discriminator_every=3), tmp_path / "every", progress=False)
+    assert all(0 < r["train_disc"] < 4 for r in every.history[2:])  # the mean over stepped batches only
 
 
 def test_adaptive_adversarial_weight_balances_the_two_gradients_at_the_last_layer():

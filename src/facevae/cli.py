@@ -548,6 +548,21 @@ def sweep_cmd(
         typer.echo(line)
 
 
+@app.command(
+    "repro",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+@user_errors
+def repro_cmd(ctx: typer.Context):
+    """`dvc repro` with a line at each stage start: its place, its usual time here and the time left.
+
+    Any arguments go to `dvc repro` (targets, -f, ...). Usual times are this machine's from the last
+    run, else the project's own `make demo` on a 2-core CPU. `make demo` runs this."""
+    from facevae.apps.repro import run_repro
+
+    raise typer.Exit(run_repro(list(ctx.args)))
+
+
 def describe_sweep(result) -> list[str]:
     def values(trial) -> str:
         return ", ".join(f"{n} {v:.4g}" for n, v in zip(result.objectives, trial.values))

@@ -152,6 +152,11 @@ class TrainConfig(Section):
     adversarial_mix: bool = True
     adversarial_warmup: int = Field(2, ge=0)
     discriminator_lr: float = Field(2e-4, gt=0)
+    # The discriminator's size and how much it sees: 16-32-64 channels and half the batch mixed run
+    # the phase 3.6x faster than 64-128-256 and every code mixed, as sharp and plausible (decision 044).
+    discriminator_channels: list[int] = Field(default_factory=lambda: [16, 32, 64], min_length=1)
+    adversarial_mix_share: float = Field(0.5, gt=0.0, le=1.0)  # share of each batch's codes mixed (adversarial_mix)
+    discriminator_every: int = Field(1, ge=1)  # batches per discriminator step
 
 
 class TransferConfig(Section):
@@ -232,6 +237,7 @@ class EvaluateConfig(Section):
     held_out: list[Path] = list(HELD_OUT_DRIVERS)
     max_frames: int = Field(600, ge=0)  # each driver clip's first N frames are scored (0 = all)
     identity_frames: int = Field(40, ge=1)
+    workers: int = Field(0, ge=0)  # processes scoring clips at once (0 = one per CPU core); the scores are the same for any value
     target: TargetConfig = TargetConfig()
     champion_metric: Literal[CHAMPION_METRICS] = "target_score"  # type: ignore[valid-type]
     champion_tiebreak: Literal[CHAMPION_METRICS] | None = "expression_r"  # type: ignore[valid-type]

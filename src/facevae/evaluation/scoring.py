@@ -18,11 +18,14 @@ And a `coverage` row: for each driver frame the actor's own crop with the closes
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from facevae.core.config import TargetConfig, TransferConfig
 from facevae.core.images import as_uint8_nhwc
@@ -295,6 +298,62 @@ class Evaluation:
         return flat
 
 
+@dataclass
+class ClipScoring:
+    """Every (clip, translator) pair's evaluate_transfer, in this process or in forked workers.
+
+    Most of the time goes to dlib (landmarks and identity descriptors of the outputs), which runs
+    on one core: workers, each with one torch thread, score different pairs at once. They are
+    forked, so they share the translators, clips and references as they are here."""
+
+    translators: dict[str, Translator]
+    clips: list[DriverClip]
+    reader: OutputFaceReader
+    centroid: np.ndarray
+    actor_sharpness: float
+    identity_frames: int
+    plausibility: PlausibilityReference | None
+
+    def run(self, workers: int = 1, progress: bool = False) -> dict[str, dict[str, TransferResult]]:
+        jobs = [(c, mode) for c in range(len(self.clips)) for mode in self.translators]
+        workers = min(len(jobs), (os.cpu_count() or 1) if workers == 0 else workers)
+        bar = tqdm(total=len(jobs), desc="evaluate", unit="clip x mode", disable=not progress, dynamic_ncols=True)
+        if workers <= 1 or torch.cuda.is_initialized():  # CUDA does not survive a fork
+            results = [self.score(job) for job in bar_over(jobs, bar)]
+        else:
+            global _SCORING
+            _SCORING = self
+            try:
+                with multiprocessing.get_context("fork").Pool(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+                    results = list(bar_over(pool.imap(score_job, jobs, chunksize=1), bar))
+            finally:
+                _SCORING = None
+        bar.close()
+        by_clip: dict[str, dict[str, TransferResult]] = {clip.name: {} for clip in self.clips}
+        for (c, mode), result in zip(jobs, results):
+            by_clip[self.clips[c].name][mode] = result
+        return by_clip
+
+    def score(self, job: tuple[int, str]) -> TransferResult:
+        clip, mode = job
+        return evaluate_transfer(self.translators[mode], self.clips[clip], self.reader, self.centroid,
+                                 self.actor_sharpness, self.identity_frames, self.plausibility)
+
+
+def bar_over(items, bar):
+    for item in items:
+        yield item
+        bar.update()
+
+
+_SCORING: ClipScoring | None = None  # what forked workers score (set only while a pool runs)
+
+
+def score_job(job: tuple[int, str]) -> TransferResult:
+    assert _SCORING is not None, "score_job runs in ClipScoring.run's workers only"
+    return _SCORING.score(job)
+
+
 def evaluate_model(
     actor: ActorModel,
     train_images: np.ndarray,
@@ -306,10 +365,13 @@ def evaluate_model(
     train_landmarks: np.ndarray | None = None,
     target: TargetConfig | None = None,
     held_out: set[str] | frozenset[str] = frozenset(),
+    workers: int = 1,
+    progress: bool = False,
 ) -> Evaluation:
     """Val reconstruction (VAE, baselines) and, on every clip, each driving mode the model can run
     (facevae.transfer.drive) beside the baselines; the headline mode's clips checked against `target`
-    (`held_out`: the clip names its summaries count)."""
+    (`held_out`: the clip names its summaries count). `workers` processes score the (clip, mode)
+    pairs at once (0: one per CPU core)."""
     transfer_cfg = transfer_cfg or TransferConfig()
     recon = {}
     recon["vae"], kl_dims = vae_reconstruction(actor.vae, val_images)
@@ -322,14 +384,8 @@ def evaluate_model(
     reader = OutputFaceReader(actor.crop.size, actor.crop.coverage, identity_threshold)
     centroid, actor_sharpness = actor_reference(reader, train_images, identity_frames)
     plausibility = PlausibilityReference(train_images)
-    transfers = {
-        clip.name: {
-            mode: evaluate_transfer(translators[mode], clip, reader, centroid, actor_sharpness, identity_frames,
-                                    plausibility)
-            for mode in translators
-        }
-        for clip in clips
-    }
+    scoring = ClipScoring(translators, clips, reader, centroid, actor_sharpness, identity_frames, plausibility)
+    transfers = scoring.run(workers, progress)
     metrics = {
         "reconstruction": recon,
         "transfer": {name: {mode: r.scores for mode, r in by_mode.items()} for name, by_mode in transfers.items()},

@@ -57,7 +57,8 @@ def run_evaluation(model_dir: Path, data: Path, drivers: list[Path], params, out
     clips = [load_clip(Path(p), params.extract, actor, cfg.max_frames) for p in drivers]
     evaluation = evaluate_model(actor, train_images, val_images, clips, cfg.identity_frames,
                                 params.extract.identity_threshold, params.transfer, train_landmarks,
-                                cfg.target, {Path(p).name for p in cfg.held_out})
+                                cfg.target, {Path(p).name for p in cfg.held_out}, cfg.workers,
+                                progress=True)
     run_record = read_run_file(model_dir)
     ranking = [(m, m in LOWER_IS_BETTER) for m in (cfg.champion_metric, cfg.champion_tiebreak) if m]
     decision = log_evaluation(run_record, evaluation.headline(), ranking, benchmark(clips, cfg.target, ranking))

@@ -23,6 +23,7 @@ import math
 import random
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -43,7 +44,7 @@ from facevae.model.discriminator import (
 )
 from facevae.model.files import model_config_dict, save_model, write_torch_file
 from facevae.model.flops import flops_per_image
-from facevae.model.losses import vae_loss
+from facevae.model.losses import VAELoss, vae_loss
 from facevae.model.vae import VAE, VAEOutput, build_model
 from facevae.tracking.records import EpochCallback, EpochReport, TrainResult
 from facevae.training.distributed import (
@@ -73,6 +74,8 @@ ADVERSARIAL_COLUMNS = ["train_disc", "train_adv"]  # only in epochs with a discr
 DISCRIMINATOR_SEED = 7  # its initial weights come from (train.seed, this), not from the global RNG
 
 CHECKPOINT_FORMAT = 1
+
+FP16_GRADIENT_SCALE = 2.0**12  # the generator's image gradient in fp16 autocast, scaled against underflow
 
 CUDA_SYNC_EVERY = 10  # batches between host syncs on CUDA (NaN check, progress); every batch on CPU
 
@@ -494,7 +497,7 @@ def train_epoch(
         model.encoder.eval()
     device = images.device
     meter = LossMeter(device, epoch)
-    adversarial_sums = torch.zeros(2, device=device)
+    adversarial_sums = torch.zeros(3, device=device)  # discriminator loss, its images, generator loss
     shown = 0  # images of this epoch already on the progress bar
     started = time.perf_counter()
     for batch_index, start in enumerate(range(0, len(order), batch_size)):
@@ -504,16 +507,17 @@ def train_epoch(
         with autocast(device, amp_dtype):
             out = forward(x)
         loss = vae_loss(out, x, cfg, weight)
-        total = loss.total
+        total, objective = loss.total, None
         if adversary is not None:
-            term, disc_loss, adv_loss = adversary.decoder_term(model, out, x, loss.recon, epoch)
-            total = total + term
-            adversarial_sums += torch.stack([disc_loss, adv_loss]) * len(index)
+            step = adversary.decoder_step(model, out, x, loss, epoch, batch_index)
+            total, objective = step.backward, step.objective
+            stepped = float(step.disc_stepped) * len(index)
+            adversarial_sums += torch.stack([step.disc_loss * stepped, step.disc_loss.new_tensor(stepped), step.adv_loss * len(index)])
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(total).backward()
         scaler.step(optimizer)
         scaler.update()
-        meter.add(batch_index, torch.stack([loss.total, loss.recon, loss.kl]).detach(), len(index), total.detach())
+        meter.add(batch_index, torch.stack([loss.total, loss.recon, loss.kl]).detach(), len(index), objective)
         if meter.due():
             meter.sync()
             if bar is not None:
@@ -523,13 +527,23 @@ def train_epoch(
     stats = meter.means()
     stats["images_per_s"] = stats["images"] / (time.perf_counter() - started)
     if adversary is not None:
-        disc, adv = (sum_over_ranks(adversarial_sums) / max(stats["images"], 1)).tolist()
+        disc_sum, disc_images, adv_sum = sum_over_ranks(adversarial_sums).tolist()
+        disc, adv = disc_sum / max(disc_images, 1), adv_sum / max(stats["images"], 1)
         stats["disc"] = disc
         if adversary.active(epoch):
             stats["adv"] = adv
     if bar is not None:
         bar.update(meter.images - shown)
     return stats
+
+
+@dataclass
+class DecoderStep:
+    backward: Tensor  # what the decoder's backward runs on
+    objective: Tensor  # its value as a loss (loss + weight * adversarial loss), for the finiteness check
+    disc_loss: Tensor
+    adv_loss: Tensor
+    disc_stepped: bool
 
 
 def decode_means(model: VAE, x: Tensor) -> VAEOutput:
@@ -549,39 +563,63 @@ class Adversary:
         cuda_devices = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda_devices):
             torch.manual_seed(derived_seed(cfg.seed, DISCRIMINATOR_SEED))
-            self.net = PatchDiscriminator().to(device)
+            self.net = PatchDiscriminator(tuple(cfg.discriminator_channels)).to(device)
+        self.net.to(memory_format=torch.channels_last)  # as the images it judges: no layout conversions
         self.step_net = data_parallel(self.net, device)  # the discriminator's own step, data-parallel
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.discriminator_lr, betas=(0.5, 0.9))
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         self.device, self.amp_dtype = device, amp_dtype
-        self.factor, self.mix = cfg.adversarial_weight, cfg.adversarial_mix
+        self.factor = cfg.adversarial_weight
+        self.mix_share = cfg.adversarial_mix_share if cfg.adversarial_mix else 0.0
+        self.every = cfg.discriminator_every
         self.first_active_epoch = cfg.epochs + cfg.adversarial_warmup
 
     def active(self, epoch: int) -> bool:
         """Whether the decoder feels the term in this (0-based) epoch; before, only the discriminator learns."""
         return epoch >= self.first_active_epoch
 
-    def decoder_term(self, model: VAE, out: VAEOutput, real: Tensor, recon: Tensor, epoch: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Steps the discriminator once, then returns (the decoder's adversarial loss term,
-        discriminator loss, generator loss) for this batch; the term is 0 during the warm-up."""
+    def decoder_step(self, model: VAE, out: VAEOutput, real: Tensor, loss: VAELoss, epoch: int, batch: int) -> "DecoderStep":
+        """Steps the discriminator (every `discriminator_every`-th batch), then returns what the
+        decoder's backward runs on: the loss, plus the adversarial term once the warm-up is over.
+
+        Both terms are backpropagated as surrogates, sum(output * d term / d output) with the
+        gradient held constant: the same gradient for the decoder, but the loss's and the
+        discriminator's backward each run once per step, where the adaptive weight (two gradients
+        at the last layer) and the step would run them again (bench/adversarial.py)."""
         fake = torch.sigmoid(out.logits.float())
-        if self.mix:
+        if self.mix_share > 0:
             fake = torch.cat([fake, torch.sigmoid(self.decode_mixes(model, out.mu.float()).float())])
-        disc_loss = self.step_discriminator(real, fake.detach())
         zero = torch.zeros((), device=real.device)
+        stepped = batch % self.every == 0
+        disc_loss = self.step_discriminator(real, fake.detach()) if stepped else zero
         if not self.active(epoch):
-            return zero, disc_loss, zero
+            return DecoderStep(loss.total, loss.total.detach(), disc_loss, zero, stepped)
+        adv_loss, adv_surrogate = self.generator_loss(fake)
+        (recon_grad,) = torch.autograd.grad(loss.recon, out.logits, retain_graph=True)
+        recon_surrogate = (out.logits * recon_grad).sum()
+        weight = adaptive_adversarial_weight(recon_surrogate, adv_surrogate, last_decoder_weight(model), self.factor)
+        objective = (loss.total + weight * adv_loss).detach()
+        return DecoderStep(recon_surrogate + weight * adv_surrogate, objective, disc_loss, adv_loss, stepped)
+
+    def generator_loss(self, fake: Tensor) -> tuple[Tensor, Tensor]:
+        """The decoder's adversarial loss -mean D(fake), and its surrogate sum(fake * dloss/dfake),
+        whose graph stops at the images."""
+        images = fake.detach().requires_grad_()
         self.net.requires_grad_(False)  # its gradients come from its own step only (so not through DDP)
         with autocast(self.device, self.amp_dtype):
-            adv_loss = -self.net(fake).float().mean()
+            adv_loss = -self.net(images).float().mean()
         self.net.requires_grad_(True)
-        weight = adaptive_adversarial_weight(recon, adv_loss, last_decoder_weight(model), self.factor)
-        return weight * adv_loss, disc_loss, adv_loss.detach()
+        scale = FP16_GRADIENT_SCALE if self.amp_dtype == torch.float16 else 1.0
+        (grad,) = torch.autograd.grad(adv_loss * scale, images)
+        return adv_loss.detach(), (fake * (grad / scale)).sum()
 
     def decode_mixes(self, model: VAE, mu: Tensor) -> Tensor:
-        """Decoded convex mixes of each code with another of the batch (random weights in [0, 1])."""
+        """Decoded convex mixes of the first `mix_share` of the batch's codes, each with another
+        code of the batch (random weights in [0, 1])."""
         alpha = torch.rand(len(mu), 1, device=mu.device)
         partner = mu[torch.randperm(len(mu), device=mu.device)]
+        n = max(1, round(len(mu) * self.mix_share))
+        mu, alpha, partner = mu[:n], alpha[:n], partner[:n]
         with autocast(self.device, self.amp_dtype):
             return model.decoder(alpha * mu + (1 - alpha) * partner)
 
