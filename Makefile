@@ -22,8 +22,8 @@ setup: $(VENV)/.setup-stamp
 
 $(VENV)/.setup-stamp: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q --no-compile "$(TORCH)"
-	$(BIN)/python -m pip install -q --no-compile -e ".[test,sweep,pipeline]"  # .pyc files come on first import: ~30 s less here
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[test,sweep,pipeline]"
 	touch $@
 
 demo: setup

@@ -52,7 +52,7 @@ def test_each_stage_gets_a_line_and_times_are_recorded(project: Path):
     assert "[facevae] 3 stages to run" in done.stdout
     lines = stage_lines(done.stdout)
     assert [line.split(":")[1].split(",")[0].strip() for line in lines] == ["first", "second@x", "second@y"]
-    assert lines[0].startswith("[facevae] stage 1 of 3: first, not timed before")
+    assert lines[0].startswith("[facevae] stage 1 of 3: first, not timed before; time left unknown")
     assert "[facevae] done after" in done.stdout
     recorded = json.loads((project / LOCAL_TIMES).read_text())["seconds"]
     assert set(recorded) == {"first", "second@x", "second@y"}

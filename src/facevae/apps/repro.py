@@ -98,7 +98,7 @@ class StageClock:
         known = [t for t in left if t is not None]
         usual = left[0]
         usual_text = f"usually {duration(usual)}" if usual is not None else "not timed before"
-        left_text = f"about {duration(sum(known))} left" + ("" if len(known) == len(left) else " (some stages never timed)")
+        left_text = left_estimate(known, len(left))
         place = f"{len(self.begun)} of {max(len(self.plan), len(self.begun))}"
         return f"[facevae] stage {place}: {stage}, {usual_text}; {left_text}, {duration(now - self.started)} so far"
 
@@ -106,6 +106,12 @@ class StageClock:
         if self.current is not None:
             self.measured[self.current] = round(now - self.current_start, 1)
             self.current = None
+
+
+def left_estimate(known: list[float], stages: int) -> str:
+    if not known:
+        return "time left unknown (no stage timed before)"
+    return f"about {duration(sum(known))} left" + ("" if len(known) == stages else " (some stages never timed)")
 
 
 def duration(seconds: float) -> str:
@@ -133,8 +139,9 @@ def run_repro(dvc_args: list[str], out: IO[bytes] | None = None, dvc: str = "dvc
     if not clock.plan and "-f" not in dvc_args and "--force" not in dvc_args:
         out.write(b"[facevae] every stage is up to date\n")
     else:
-        total = sum(t for t in (clock.estimate(s) for s in clock.plan) if t is not None)
-        out.write(f"[facevae] {len(clock.plan)} stages to run, about {duration(total)} in all\n".encode())
+        known = [t for t in (clock.estimate(s) for s in clock.plan) if t is not None]
+        total = left_estimate(known, len(clock.plan)).replace(" left", " in all")
+        out.write(f"[facevae] {len(clock.plan)} stages to run, {total}\n".encode())
     out.flush()
     process = subprocess.Popen([dvc, "repro", *dvc_args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     pending = b""

@@ -19,7 +19,7 @@ import torch
 
 from facevae.core.errors import FaceVAEError
 from facevae.data.dataset import read_split
-from facevae.model.losses import ssim_map
+from facevae.model.losses import ssim_blur, ssim_from_moments
 from facevae.transfer.footage import nearest_indices
 
 PLAUSIBLE = 0.75  # a face at or above this SSIM with her nearest frame is plausible
@@ -65,6 +65,7 @@ class PlausibilityReference:
             raise FaceVAEError("no clean training frames to compare faces with", source)
         self.frames, self.source = frames, source
         self.grey = torch.from_numpy(grey(frames))
+        self.blurred = ssim_blur(torch.stack([self.grey, self.grey * self.grey], dim=1))  # her SSIM moments, once
         self.thumbs = thumbnails(frames)
         self.candidates = min(candidates, len(frames))
 
@@ -84,11 +85,13 @@ class PlausibilityReference:
         faces_grey = torch.from_numpy(grey(faces))
         scores = np.empty(rows.shape, dtype=np.float64)
         for start in range(0, len(faces), CHUNK):
-            block = rows[start : start + CHUNK]
-            x = faces_grey[start : start + CHUNK, None].expand(-1, block.shape[1], -1, -1)
-            y = self.grey[torch.from_numpy(block)]
-            size = x.shape[-2:]
-            ssim = ssim_map(x.reshape(-1, 1, *size), y.reshape(-1, 1, *size)).mean(dim=(1, 2, 3))
-            scores[start : start + CHUNK] = ssim.reshape(block.shape).double().numpy()
+            # only x*y needs blurring per (face, candidate) pair: each side's own moments are blurred once
+            block = torch.from_numpy(rows[start : start + CHUNK])
+            x = faces_grey[start : start + CHUNK]
+            mx, xx = ssim_blur(torch.stack([x, x * x], dim=1))[:, :, None].unbind(1)
+            my, yy = self.blurred[block].unbind(2)
+            xy = ssim_blur(x[:, None] * self.grey[block])
+            ssim = ssim_from_moments(mx, my, xx, yy, xy).mean(dim=(2, 3))
+            scores[start : start + CHUNK] = ssim.double().numpy()
         best = scores.argmax(1)
         return Plausibility(scores[np.arange(len(faces)), best], rows[np.arange(len(faces)), best])

@@ -18,8 +18,6 @@ And a `coverage` row: for each driver frame the actor's own crop with the closes
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -29,6 +27,7 @@ from tqdm.auto import tqdm
 
 from facevae.core.config import TargetConfig, TransferConfig
 from facevae.core.images import as_uint8_nhwc
+from facevae.core.parallel import forked_map
 from facevae.evaluation.baselines import ExpressionMatch, NearestNeighbour, PCABaseline
 from facevae.evaluation.metrics import (
     active_dimensions,
@@ -303,8 +302,8 @@ class ClipScoring:
     """Every (clip, translator) pair's evaluate_transfer, in this process or in forked workers.
 
     Most of the time goes to dlib (landmarks and identity descriptors of the outputs), which runs
-    on one core: workers, each with one torch thread, score different pairs at once. They are
-    forked, so they share the translators, clips and references as they are here."""
+    on one core: workers (facevae.core.parallel), each with one torch thread, score different
+    pairs at once, sharing the translators, clips and references as they are here."""
 
     translators: dict[str, Translator]
     clips: list[DriverClip]
@@ -316,19 +315,11 @@ class ClipScoring:
 
     def run(self, workers: int = 1, progress: bool = False) -> dict[str, dict[str, TransferResult]]:
         jobs = [(c, mode) for c in range(len(self.clips)) for mode in self.translators]
-        workers = min(len(jobs), (os.cpu_count() or 1) if workers == 0 else workers)
-        bar = tqdm(total=len(jobs), desc="evaluate", unit="clip x mode", disable=not progress, dynamic_ncols=True)
-        if workers <= 1 or torch.cuda.is_initialized():  # CUDA does not survive a fork
-            results = [self.score(job) for job in bar_over(jobs, bar)]
-        else:
-            global _SCORING
-            _SCORING = self
-            try:
-                with multiprocessing.get_context("fork").Pool(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-                    results = list(bar_over(pool.imap(score_job, jobs, chunksize=1), bar))
-            finally:
-                _SCORING = None
-        bar.close()
+        with tqdm(total=len(jobs), desc="evaluate", unit="clip x mode", disable=not progress, dynamic_ncols=True) as bar:
+            results = []
+            for result in forked_map(self.score, jobs, workers):
+                results.append(result)
+                bar.update()
         by_clip: dict[str, dict[str, TransferResult]] = {clip.name: {} for clip in self.clips}
         for (c, mode), result in zip(jobs, results):
             by_clip[self.clips[c].name][mode] = result
@@ -338,20 +329,6 @@ class ClipScoring:
         clip, mode = job
         return evaluate_transfer(self.translators[mode], self.clips[clip], self.reader, self.centroid,
                                  self.actor_sharpness, self.identity_frames, self.plausibility)
-
-
-def bar_over(items, bar):
-    for item in items:
-        yield item
-        bar.update()
-
-
-_SCORING: ClipScoring | None = None  # what forked workers score (set only while a pool runs)
-
-
-def score_job(job: tuple[int, str]) -> TransferResult:
-    assert _SCORING is not None, "score_job runs in ClipScoring.run's workers only"
-    return _SCORING.score(job)
 
 
 def evaluate_model(

@@ -3,10 +3,12 @@ run and decide the champion."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from facevae.core.config import TargetConfig
 from facevae.core.errors import FaceVAEError
+from facevae.core.parallel import forked_map
 from facevae.data.dataset import read_split
 from facevae.evaluation.report import write_reports
 from facevae.evaluation.scoring import LOWER_IS_BETTER, DriverClip, evaluate_model
@@ -54,7 +56,8 @@ def run_evaluation(model_dir: Path, data: Path, drivers: list[Path], params, out
     if len(val_images) == 0:
         val_images = train_images
     cfg = params.evaluate
-    clips = [load_clip(Path(p), params.extract, actor, cfg.max_frames) for p in drivers]
+    clips = list(forked_map(partial(load_clip, extract_cfg=params.extract, actor=actor, max_frames=cfg.max_frames),
+                            [Path(p) for p in drivers], cfg.workers))
     evaluation = evaluate_model(actor, train_images, val_images, clips, cfg.identity_frames,
                                 params.extract.identity_threshold, params.transfer, train_landmarks,
                                 cfg.target, {Path(p).name for p in cfg.held_out}, cfg.workers,

@@ -69,8 +69,18 @@ def ssim_map(x: Tensor, y: Tensor) -> Tensor:
     # then columns, the reflect padding folded into the matrices): on CPU the 11x11 depthwise
     # convs it replaces, and their backward, cost more than the whole model's convs (bench/ssim.py).
     maps = torch.cat([x, y, x * x, y * y, x * y], dim=1)
-    rows, cols = gaussian_blur_matrix(x.shape[-2], x), gaussian_blur_matrix(x.shape[-1], x)
-    mx, my, xx, yy, xy = torch.matmul(rows, torch.matmul(maps, cols.T)).chunk(5, dim=1)
+    mx, my, xx, yy, xy = ssim_blur(maps).chunk(5, dim=1)
+    return ssim_from_moments(mx, my, xx, yy, xy)
+
+
+def ssim_blur(maps: Tensor) -> Tensor:
+    """The SSIM window over the last two dimensions (reflect-padded), as two matrix products."""
+    rows, cols = gaussian_blur_matrix(maps.shape[-2], maps), gaussian_blur_matrix(maps.shape[-1], maps)
+    return torch.matmul(rows, torch.matmul(maps, cols.T))
+
+
+def ssim_from_moments(mx: Tensor, my: Tensor, xx: Tensor, yy: Tensor, xy: Tensor) -> Tensor:
+    """Per-pixel SSIM from the blurred x, y, x^2, y^2 and x*y (each broadcastable to the others)."""
     vx, vy, cxy = xx - mx * mx, yy - my * my, xy - mx * my
     return ((2 * mx * my + SSIM_C1) * (2 * cxy + SSIM_C2)) / ((mx * mx + my * my + SSIM_C1) * (vx + vy + SSIM_C2))
 
