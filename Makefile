@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 # CPU build from this machine's disk; GPU users install their CUDA torch into .venv first.
 TORCH ?= torch==2.13.0
 export PATH := $(CURDIR)/$(BIN):$(PATH)
+# pip installs without compiling every module (~60 s): the stages compile, once, only what they import.
+# That needs Python to write the .pyc files, which some images turn off.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: setup demo test test-fast test-gpu lint-imports bench sweep audit clean-demo help
 
@@ -22,8 +25,8 @@ setup: $(VENV)/.setup-stamp
 
 $(VENV)/.setup-stamp: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[test,sweep,pipeline]"
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q --no-compile "$(TORCH)"
+	$(BIN)/python -m pip install -q --no-compile -e ".[test,sweep,pipeline]"
 	touch $@
 
 demo: setup
