@@ -19,9 +19,7 @@ active from the first phase epoch; images/s is the median over the phase's epoch
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -48,6 +46,8 @@ from facevae.training.loop import (
     run_training,
     to_float,
 )
+
+from benchdata import synthetic_dataset, training_bench_parser  # bench/, the script's own folder, is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTBOOK_CHANNELS = (64, 128, 256)
@@ -115,20 +115,9 @@ def our_images_per_s(data: Path, params: Params, epochs: int) -> float:
     return statistics.median(speeds[1:] or speeds)
 
 
-def synthetic_dataset(path: Path, n: int) -> Path:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from facedata import write_face_dataset
-
-    return write_face_dataset(path, n_train=n, n_val=max(1, n // 8))
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("data", nargs="?", type=Path, default=ROOT / "data/hdf5/pexels.h5")
+    parser = training_bench_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=4, help="decoder-phase epochs per loop; the first is warm-up")
-    parser.add_argument("--images", type=int, default=400, help="train crops of the synthetic dataset")
-    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
 
     params = load_params(args.params, args.overrides)

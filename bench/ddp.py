@@ -27,14 +27,9 @@ import yaml
 
 from facevae.core.config import load_params
 
+from benchdata import synthetic_dataset  # bench/, the script's own folder, is on sys.path
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def synthetic_dataset(path: Path, n: int) -> Path:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from facedata import write_face_dataset
-
-    return write_face_dataset(path, n_train=n, n_val=max(1, n // 8))
 
 
 def images_per_s(data: Path, params_file: Path, out: Path, nproc: int, threads: int) -> float:

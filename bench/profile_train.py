@@ -11,9 +11,7 @@ convolutions' own throughput beside it.
 
 from __future__ import annotations
 
-import argparse
 import re
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -34,6 +32,8 @@ from facevae.training.loop import (
     resolve_device,
     train_epoch,
 )
+
+from benchdata import synthetic_dataset, training_bench_parser  # bench/, the script's own folder, is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,24 +92,14 @@ def report(title: str, by_kind: dict[str, float], wall: float, n: int) -> None:
     print(f"  {'not in an operator':38s} {max(wall - in_ops, 0) / wall:6.1%}  ({threads} threads; op self times are per thread pool, not per core)")
 
 
-def synthetic_dataset(path: Path, n: int) -> Path:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from facedata import write_face_dataset
-
-    return write_face_dataset(path, n_train=n, n_val=max(1, n // 8))
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("data", nargs="?", type=Path, default=ROOT / "data/hdf5/pexels.h5")
+    parser = training_bench_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=6, help="batches profiled per step kind")
-    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     params = load_params(args.params, args.overrides)
     device = resolve_device(params.train.device)
     with tempfile.TemporaryDirectory() as tmp:
-        data = args.data if args.data.exists() else synthetic_dataset(Path(tmp) / "bench.h5", 400)
+        data = args.data if args.data.exists() else synthetic_dataset(Path(tmp) / "bench.h5", args.images)
         for title, decoder_only in (("VAE step", False), ("decoder-phase step (discriminator on)", True)):
             report(title, *profiled_epoch(params.model_copy(deep=True), data, device, args.steps, decoder_only))
 

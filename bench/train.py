@@ -24,10 +24,8 @@ train.precision): the ratio then measures the data path and mixed precision toge
 
 from __future__ import annotations
 
-import argparse
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,6 +40,8 @@ from facevae.model.flops import flops_per_image
 from facevae.model.losses import vae_loss
 from facevae.model.vae import VAE, Deconv
 from facevae.training.loop import resolve_device, run_training
+
+from benchdata import synthetic_dataset, training_bench_parser  # bench/, the script's own folder, is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,13 +63,6 @@ def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> flo
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def synthetic_dataset(path: Path, n: int) -> Path:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from facedata import write_face_dataset
-
-    return write_face_dataset(path, n_train=n, n_val=max(1, n // 8))
 
 
 class PerSampleHDF5(torch.utils.data.Dataset):
@@ -155,13 +148,9 @@ def device_name(device: torch.device) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("data", nargs="?", type=Path, default=ROOT / "data/hdf5/pexels.h5")
+    parser = training_bench_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=4, help="epochs per loop; the first is warm-up")
-    parser.add_argument("--images", type=int, default=400, help="train crops of the synthetic dataset")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the plain loop")
-    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
 
     params = load_params(args.params, args.overrides)
