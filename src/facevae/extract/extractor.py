@@ -570,9 +570,10 @@ def extract_videos(
     # spawn, not fork: the parent may hold torch's and dlib's threads, which a forked child inherits locked
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=spawn, initializer=load_worker_models, initargs=(cfg,)) as pool:
-        futures = [pool.submit(video_job, path, part, cfg, False) for path, part in jobs]
+        futures: list = []
         with tqdm(total=len(jobs), desc=f"{len(jobs)} videos, {workers} workers", unit="video", disable=not progress) as bar:
             try:
+                futures += [submitted(pool, path, part, cfg) for path, part in jobs]
                 return gather(jobs, (finished(future, path, bar) for (path, _), future in zip(jobs, futures)), cfg)
             except BaseException:
                 stop_workers(pool, futures)
@@ -589,14 +590,22 @@ def stop_workers(pool: ProcessPoolExecutor, futures: list) -> None:
         process.terminate()
 
 
+WORKER_DIED = "a worker process died (killed, or out of memory) before this video was done; try fewer extract.workers"
+
+
+def submitted(pool: ProcessPoolExecutor, path: Path, part: Path, cfg: ExtractConfig):
+    """The video's future; a worker may already have died while the videos were being handed out."""
+    try:
+        return pool.submit(video_job, path, part, cfg, False)
+    except BrokenProcessPool as exc:
+        raise FaceVAEError(WORKER_DIED, path) from exc
+
+
 def finished(future, path: Path, bar: tqdm):
     try:
         outcome = future.result()
     except BrokenProcessPool as exc:
-        raise FaceVAEError(
-            "a worker process died (killed, or out of memory) before this video was done; "
-            "try fewer extract.workers", path
-        ) from exc
+        raise FaceVAEError(WORKER_DIED, path) from exc
     bar.update()
     return outcome
 
