@@ -49,8 +49,13 @@ def train_w009(videos: Path, work: Path, params) -> Path:
     return data
 
 
+def finite_mean(values: list[float]) -> float:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")  # `in range` is NaN for the retrieval floor
+
+
 def row(name: str, scores: dict) -> str:
-    return f"{name:34s} " + " ".join(f"{scores.get(k, float('nan')):9.3f}" for k in COLUMNS)
+    return f"{name:42s} " + " ".join(f"{scores.get(k, float('nan')):9.3f}" for k in COLUMNS)
 
 
 def main() -> int:
@@ -82,13 +87,13 @@ def main() -> int:
                                     params.evaluate.target, {Path(c).name for c in HELD_OUT}, params.evaluate.workers)
         print(f"scored {len(clips)} clips in {time.perf_counter() - started:.0f} s")
     mode, transfer = evaluation.mode, evaluation.metrics["transfer"]
-    print(f"{'clip (mode)':34s} " + " ".join(f"{k[:9]:>9s}" for k in COLUMNS))
+    print(f"{'clip (mode)':42s} " + " ".join(f"{k[:9]:>9s}" for k in COLUMNS))
     for clip in transfer:
         kind = "tuning" if any(clip == Path(c).name for c in TUNING) else "held out"
         print(row(f"{clip} ({kind}, {mode})", transfer[clip][mode]))
         print(row(f"  retrieval floor ({COVERAGE})", transfer[clip][COVERAGE]))
-    means = {k: float(np.nanmean([transfer[c][mode][k] for c in transfer])) for k in COLUMNS}
-    floor = {k: float(np.nanmean([transfer[c][COVERAGE][k] for c in transfer])) for k in COLUMNS}
+    means = {k: finite_mean([transfer[c][mode][k] for c in transfer]) for k in COLUMNS}
+    floor = {k: finite_mean([transfer[c][COVERAGE][k] for c in transfer]) for k in COLUMNS}
     print(row(f"mean ({mode})", means))
     print(row("mean (retrieval floor)", floor))
     worst = min(transfer, key=lambda c: transfer[c][mode]["plausible"])
