@@ -47,7 +47,7 @@ from facevae.training.loop import (
     to_float,
 )
 
-from benchdata import synthetic_dataset, training_bench_parser  # bench/, the script's own folder, is on sys.path
+from benchdata import bench_dataset, training_bench_parser  # bench/, the script's own folder, is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTBOOK_CHANNELS = (64, 128, 256)
@@ -123,10 +123,10 @@ def main() -> None:
     params = load_params(args.params, args.overrides)
     device = resolve_device(params.train.device)
     with tempfile.TemporaryDirectory() as tmp:
-        data = args.data if args.data.exists() else synthetic_dataset(Path(tmp) / "bench.h5", args.images)
+        data, data_name = bench_dataset(args.data, args.images, tmp)
         textbook = textbook_images_per_s(data, params, device, args.epochs)
         ours = our_images_per_s(data, params.model_copy(deep=True), args.epochs)
-    print(f"data: {data.name if args.data.exists() else 'synthetic astronaut crops'}, batch {params.train.batch_size}, "
+    print(f"data: {data_name}, batch {params.train.batch_size}, "
           f"{args.epochs} decoder-phase epochs per loop (first = warm-up), device {device.type}, {torch.get_num_threads()} threads")
     print(f"textbook step (discriminator {'-'.join(map(str, TEXTBOOK_CHANNELS))}): {textbook:.1f} images/s")
     print(f"our step (discriminator {'-'.join(map(str, params.train.discriminator_channels))}): {ours:.1f} images/s")

@@ -26,3 +26,10 @@ def training_bench_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     return parser
+
+
+def bench_dataset(data: Path, images: int, tmp: str) -> tuple[Path, str]:
+    """DATA when it exists, else `images` synthetic crops in the temp folder; and how to name it."""
+    if data.exists():
+        return data, data.name
+    return synthetic_dataset(Path(tmp) / "bench.h5", images), "synthetic astronaut crops"

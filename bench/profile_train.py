@@ -33,7 +33,7 @@ from facevae.training.loop import (
     train_epoch,
 )
 
-from benchdata import synthetic_dataset, training_bench_parser  # bench/, the script's own folder, is on sys.path
+from benchdata import bench_dataset, training_bench_parser  # bench/, the script's own folder, is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,7 +99,7 @@ def main() -> None:
     params = load_params(args.params, args.overrides)
     device = resolve_device(params.train.device)
     with tempfile.TemporaryDirectory() as tmp:
-        data = args.data if args.data.exists() else synthetic_dataset(Path(tmp) / "bench.h5", args.images)
+        data, _ = bench_dataset(args.data, args.images, tmp)
         for title, decoder_only in (("VAE step", False), ("decoder-phase step (discriminator on)", True)):
             report(title, *profiled_epoch(params.model_copy(deep=True), data, device, args.steps, decoder_only))
 

@@ -41,7 +41,7 @@ from facevae.model.losses import vae_loss
 from facevae.model.vae import VAE, Deconv
 from facevae.training.loop import resolve_device, run_training
 
-from benchdata import synthetic_dataset, training_bench_parser  # bench/, the script's own folder, is on sys.path
+from benchdata import bench_dataset, training_bench_parser  # bench/, the script's own folder, is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -158,7 +158,7 @@ def main() -> None:
     if params.train.num_threads:
         torch.set_num_threads(params.train.num_threads)
     with tempfile.TemporaryDirectory() as tmp:
-        data = args.data if args.data.exists() else synthetic_dataset(Path(tmp) / "bench.h5", args.images)
+        data, data_name = bench_dataset(args.data, args.images, tmp)
         with h5py.File(data, "r") as h5:
             n_train = int((h5["split"][:] == 0).sum())
         peaks = [matmul_gflops(device)]  # measured between the loops too: the machine is shared, keep the best
@@ -174,7 +174,7 @@ def main() -> None:
     # 22), so it is left out of the share of peak; its time still counts, in images/s
     gflop = flops_per_image(params.model.model_copy(update={"ssim_weight": 0.0}))["train"] / 1e9
 
-    print(f"data: {data.name if args.data.exists() else 'synthetic astronaut crops'}, {n_train} train images, "
+    print(f"data: {data_name}, {n_train} train images, "
           f"batch {params.train.batch_size}, {args.epochs} epochs per loop (first = warm-up), "
           f"device {device_name(device)}, {torch.get_num_threads()} threads, "
           f"precision {params.train.precision} (plain loop fp32)")

@@ -28,29 +28,17 @@ STAGE_STARTS = re.compile(rb"Running stage '([^']+)'")
 
 
 def stages_to_run(targets: list[str], dvc: str = "dvc") -> list[str]:
-    """The stages `dvc repro TARGETS` would run, in dvc.yaml order: those `dvc status` reports
-    changed, and every stage downstream of one (DVC reruns what depends on a changed output)."""
+    """The stages `dvc repro TARGETS` would run, upstream first: those `dvc status` reports changed,
+    and every stage downstream of one (DVC reruns what depends on a changed output)."""
     done = subprocess.run([dvc, "status", "--json", *targets], capture_output=True, text=True)
     if done.returncode != 0:
         raise FaceVAEError(f"`dvc status` failed: {done.stderr.strip() or done.stdout.strip()}")
     changed = set(json.loads(done.stdout or "{}"))
-    order = pipeline_order(dvc)
     if not changed:
         return []
-    downstream = downstream_of(changed, dvc)
-    return [stage for stage in order if stage in changed or stage in downstream]
-
-
-def pipeline_order(dvc: str = "dvc") -> list[str]:
-    """Every stage, upstream first (`dvc dag --dot`, topologically sorted)."""
     nodes, edges = dag(dvc)
-    order: list[str] = []
-    while len(order) < len(nodes):
-        ready = [n for n in nodes if n not in order and all(a in order for a, b in edges if b == n)]
-        if not ready:
-            raise FaceVAEError("dvc.yaml's stages form a cycle")
-        order += ready
-    return order
+    affected = changed | downstream_of(changed, edges)
+    return [stage for stage in topological_order(nodes, edges) if stage in affected]
 
 
 def dag(dvc: str) -> tuple[list[str], list[tuple[str, str]]]:
@@ -62,8 +50,17 @@ def dag(dvc: str) -> tuple[list[str], list[tuple[str, str]]]:
     return nodes, re.findall(r'"([^"]+)"\s*->\s*"([^"]+)"', done.stdout)
 
 
-def downstream_of(changed: set[str], dvc: str) -> set[str]:
-    edges = dag(dvc)[1]
+def topological_order(nodes: list[str], edges: list[tuple[str, str]]) -> list[str]:
+    order: list[str] = []
+    while len(order) < len(nodes):
+        ready = [n for n in nodes if n not in order and all(a in order for a, b in edges if b == n)]
+        if not ready:
+            raise FaceVAEError("dvc.yaml's stages form a cycle")
+        order += ready
+    return order
+
+
+def downstream_of(changed: set[str], edges: list[tuple[str, str]]) -> set[str]:
     found, frontier = set(), set(changed)
     while frontier:
         frontier = {b for a, b in edges if a in frontier} - found
@@ -119,15 +116,16 @@ def duration(seconds: float) -> str:
     return f"{seconds} s" if seconds < 90 else f"{seconds // 60} min {seconds % 60:02d} s"
 
 
+def read_times(path: Path) -> dict[str, float]:
+    """A times file's seconds per stage; a missing or damaged one only costs the estimates."""
+    try:
+        return {k: float(v) for k, v in json.loads(path.read_text()).get("seconds", {}).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
 def usual_times() -> dict[str, float]:
-    times: dict[str, float] = {}
-    for path in (SHIPPED_TIMES, LOCAL_TIMES):
-        if path.exists():
-            try:
-                times.update({k: float(v) for k, v in json.loads(path.read_text()).get("seconds", {}).items()})
-            except (ValueError, AttributeError):
-                continue  # a damaged record only costs the estimate
-    return times
+    return {**read_times(SHIPPED_TIMES), **read_times(LOCAL_TIMES)}
 
 
 def run_repro(dvc_args: list[str], out: IO[bytes] | None = None, dvc: str = "dvc") -> int:
@@ -165,12 +163,5 @@ def run_repro(dvc_args: list[str], out: IO[bytes] | None = None, dvc: str = "dvc
 
 
 def record_times(measured: dict[str, float], path: Path = LOCAL_TIMES) -> None:
-    times = {}
-    if path.exists():
-        try:
-            times = json.loads(path.read_text()).get("seconds", {})
-        except ValueError:
-            times = {}
-    times.update(measured)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, {"cpus": os.cpu_count(), "seconds": times})
+    write_json(path, {"cpus": os.cpu_count(), "seconds": {**read_times(path), **measured}})

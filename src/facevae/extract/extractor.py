@@ -573,7 +573,8 @@ def extract_videos(
         futures: list = []
         with tqdm(total=len(jobs), desc=f"{len(jobs)} videos, {workers} workers", unit="video", disable=not progress) as bar:
             try:
-                futures += [submitted(pool, path, part, cfg) for path, part in jobs]
+                for path, part in jobs:  # one at a time, so that a failure stops those already handed out
+                    futures.append(submitted(pool, path, part, cfg))
                 return gather(jobs, (finished(future, path, bar) for (path, _), future in zip(jobs, futures)), cfg)
             except BaseException:
                 stop_workers(pool, futures)
