@@ -22,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = (
     "extract.py", "extract_workers.py", "train.py", "adversarial.py", "profile_train.py", "ddp.py", "ssim.py",
-    "evaluate.py", "reconstruct.py", "live.py", "occlusion.py",
+    "descriptor.py", "evaluate.py", "reconstruct.py", "live.py", "occlusion.py",
 )
 README = ROOT / "README.md"
 README_START, README_END = "<!-- bench:start (written by make bench) -->", "<!-- bench:end -->"

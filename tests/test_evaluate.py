@@ -6,7 +6,7 @@ import pytest
 
 from facevae.core.config import BuildConfig, load_params
 from facevae.data.dataset import build_actor_dataset, read_split
-from facevae.evaluation.baselines import NearestNeighbour
+from facevae.evaluation.baselines import ExpressionMatch, FootageExpressions, NearestNeighbour
 from facevae.evaluation.scoring import (
     DriverClip,
     OutputFaceReader,
@@ -15,6 +15,8 @@ from facevae.evaluation.scoring import (
 )
 from facevae.extract.extractor import extract_actor
 from facevae.faces.expression import FEATURES
+from facevae.faces.landmarks import INNER_LIP_PAIRS
+from facevae.transfer.fit import neutral_index
 from facevae.transfer.footage import Footage
 
 
@@ -48,11 +50,14 @@ def test_nearest_neighbour_of_the_actor_herself_scores_high_and_a_frozen_face_sc
         mask = f["split"][:] == 0
         landmarks = f["landmarks"][:][mask]
     pick = np.arange(0, len(train), 3)
-    clip = DriverClip("herself", train[pick], landmarks[pick], pick)
+    within = FootageExpressions(landmarks, neutral_window=0).within(landmarks[pick])
+    clip = DriverClip("herself", train[pick], landmarks[pick], pick, within_footage=within)
     reader = OutputFaceReader(64, params.extract.coverage)
     centroid = reader.descriptors(train[:10], reader.landmarks(train[:10])).mean(0)
     same = evaluate_transfer(NearestNeighbour(train), clip, reader, centroid, 1.0, identity_frames=5)
     assert same.scores["expression_r"] > 0.8
+    assert same.scores["within_footage"] == pytest.approx(within.mean()) and within.sum() >= 20
+    assert same.scores["expression_r_within"] > 0.8
     assert 0.8 < same.scores["expression_gain"] < 1.25
     assert same.scores["identity_pass"] == 1.0
     frozen = evaluate_transfer(lambda crops: np.repeat(train[:1], len(crops), 0), clip, reader, centroid, 1.0, 5)
@@ -119,15 +124,31 @@ def test_the_ceiling_row_is_the_driver_itself_and_drops_on_a_low_resolution_driv
 def test_expression_match_returns_the_actor_frame_of_the_same_expression(woman_faces):
     """The coverage row: driven by the actor's own frames (offsets from the same neutral frame), each
     frame's closest expression is itself, and on a reordered clip it follows the reordering."""
-    from facevae.evaluation.baselines import ExpressionMatch
-
     params, train, h5 = woman_faces
     landmarks = read_split(h5, "train", field="landmarks")
     assert landmarks.shape == (len(train), 68, 2) and np.isfinite(landmarks).all()
-    match = ExpressionMatch(train, landmarks, neutral_window=0)
+    match = ExpressionMatch(train, FootageExpressions(landmarks, neutral_window=0))
     np.testing.assert_array_equal(match.translate_clip(train, landmarks), train)
     order = np.random.default_rng(0).permutation(len(train))
     np.testing.assert_array_equal(match.translate_clip(train[order], landmarks[order]), train[order])
+
+
+def test_within_her_footage_is_her_own_range_of_each_feature(woman_faces):
+    """Her own frames lie within her footage (all but her rarest 1% at either end of a feature); a
+    driver whose mouth opens twice as far beyond her neutral as she ever does, does not."""
+    _, train, h5 = woman_faces
+    landmarks = read_split(h5, "train", field="landmarks")
+    footage = FootageExpressions(landmarks, neutral_window=0)
+    assert footage.within(landmarks).mean() >= 0.9  # each feature leaves out about 2% of her frames
+    wide = landmarks.copy()
+    lower_lip = [b for _, b in INNER_LIP_PAIRS]
+    inter_ocular = np.linalg.norm(landmarks[:, 36:42].mean(1) - landmarks[:, 42:48].mean(1), axis=1)
+    spread = footage.high[0] - footage.low[0]
+    wide[:, lower_lip, 1] += (3 * spread * inter_ocular)[:, None]  # mouth opened far beyond her range
+    first_is_neutral = FootageExpressions(landmarks, neutral_window=1)  # the driver's first face is its neutral
+    her_neutral = landmarks[neutral_index(landmarks)][None]
+    assert first_is_neutral.within(np.concatenate([her_neutral, landmarks])).mean() >= 0.9
+    assert not first_is_neutral.within(np.concatenate([her_neutral, wide]))[1:].any()
 
 
 def clip_scores(**changes) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import cv2
+import dlib
 import numpy as np
 import pytest
 import skimage.data
@@ -17,6 +18,7 @@ from facevae.faces.align import (
     transform_points,
     umeyama,
 )
+from facevae.faces.descriptor import DescriptorWeights
 from facevae.faces.detect import (
     CnnDetector,
     FaceEncoder,
@@ -142,3 +144,25 @@ def test_descriptors_tell_the_same_person(aligner):
     a = encoder.encode(first, aligner.align_one(first).source_landmarks)
     b = encoder.encode(later, aligner.align_one(later).source_landmarks)
     assert a.shape == (128,) and np.linalg.norm(a - b) < 0.3
+
+
+def test_the_descriptor_network_gives_dlibs_own_descriptors(aligner):
+    """facevae.faces.descriptor runs dlib's network in torch: same chips, same weights, same numbers."""
+    dlib_model = dlib.face_recognition_model_v1(str(model_path("dlib_face_recognition_resnet_model_v1.dat")))
+    frames = [*astronaut_frames(8)[::3], rotate(astronaut_frames(1)[0], 12)]
+    small = cv2.resize(cv2.resize(frames[0], (96, 96), interpolation=cv2.INTER_AREA), (384, 384))  # an enlarged small face
+    frames.append(small)
+    landmarks = [aligner.align_one(f).source_landmarks for f in frames]
+    encoder = FaceEncoder()
+    ours = encoder.encode_many(frames, landmarks, batch=3)
+    for frame, lm, descriptor in zip(frames, landmarks, ours):
+        points = dlib.points([dlib.point(int(round(x)), int(round(y))) for x, y in lm])
+        shape = dlib.full_object_detection(dlib.rectangle(*(int(v) for v in (*lm.min(0), *lm.max(0)))), points)
+        theirs = np.array(dlib_model.compute_face_descriptor(frame, shape))
+        assert np.abs(descriptor - theirs).max() < 1e-4
+    assert np.allclose(encoder.encode(frames[1], landmarks[1]), ours[1], atol=1e-6)  # one face or a batch: the same
+
+
+def test_a_file_that_is_not_the_descriptor_network_is_a_clear_error():
+    with pytest.raises(FaceVAEError, match="shape_predictor_5_face_landmarks.dat: not dlib.s face descriptor network"):
+        DescriptorWeights.from_dlib_file(model_path("shape_predictor_5_face_landmarks.dat"))

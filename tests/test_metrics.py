@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from skimage.data import astronaut
 
+from facevae.core.images import distinct_images
 from facevae.evaluation.baselines import NearestNeighbour, PCABaseline
 from facevae.evaluation.metrics import (
     active_dimensions,
@@ -54,3 +55,11 @@ def test_pca_with_all_components_reconstructs_training_images():
     assert np.abs(out.astype(int) - actor).max() <= 1
     coarse = PCABaseline(actor, n_components=1)(actor)
     assert np.abs(coarse.astype(int) - actor).mean() > 1
+
+
+def test_distinct_images_rebuild_the_batch():
+    faces = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    batch = faces[[0, 2, 0, 3, 3, 1, 2]]
+    rows, inverse = distinct_images(batch)
+    assert len(rows) == 4 and np.array_equal(batch[rows][inverse], batch)
+    assert len(distinct_images(batch[:0])[0]) == 0

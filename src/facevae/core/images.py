@@ -26,6 +26,15 @@ def as_uint8_nhwc(images: np.ndarray) -> np.ndarray:
     return images
 
 
+def distinct_images(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows of the first copy of each distinct image, each image's index into those rows):
+    images[rows][inverse] == images. Retrieval rows repeat a few of her frames hundreds of times."""
+    flat = np.ascontiguousarray(images).reshape(len(images), int(np.prod(images.shape[1:])))
+    keys = flat.view(np.dtype((np.void, flat.shape[1] * flat.dtype.itemsize))).ravel()
+    _, rows, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return rows, inverse.ravel()
+
+
 def make_grid(images: np.ndarray, ncols: int, pad: int = 2, pad_value: int = 255) -> np.ndarray:
     """Tile N images row by row into one uint8 (H', W', 3) picture; missing cells stay pad_value."""
     images = as_uint8_nhwc(images)

@@ -54,30 +54,58 @@ class PCABaseline:
         return _to_uint8(codes @ self.components + self.mean, self.shape)
 
 
+WITHIN_PERCENTILES = (1.0, 99.0)  # her range of each feature: her own rarest 1% at either end left out
+
+
+class FootageExpressions:
+    """Her expressions: the four scored features (facevae.faces.expression) of her training frames as
+    offsets from her neutral frame (closest to the median landmark shape), and a driver's expressions
+    moved onto her face the same way (offsets from the driver's neutral, chosen in its first
+    `neutral_window` faces as the driving modes choose it).
+
+    A driver frame's expression lies *within her footage* when each of the four features, so moved,
+    falls within her range of it (her training frames' 1st to 99th percentile): her footage holds
+    that mouth opening, that mouth width, that eye opening and that brow height."""
+
+    def __init__(self, actor_landmarks: np.ndarray, neutral_window: int = 64):
+        features = expression_features(actor_landmarks)[:, : len(EXPRESSION_FEATURES)]
+        self.rows = np.flatnonzero(np.isfinite(features).all(1))  # her frames with landmarks
+        self.features = features[self.rows]
+        self.neutral = self.features[neutral_index(np.asarray(actor_landmarks)[self.rows])]
+        self.scale = np.maximum(self.features.std(0), 1e-6)
+        self.low, self.high = np.percentile(self.features, WITHIN_PERCENTILES, axis=0)
+        self.neutral_window = neutral_window
+
+    def driven(self, landmarks: np.ndarray) -> np.ndarray:
+        """(N, 4) the driver's expressions on her face: her neutral + (driver - driver's neutral); NaN
+        where the driver's frame has no landmarks."""
+        driver = expression_features(landmarks)[:, : len(EXPRESSION_FEATURES)]
+        window = landmarks[: self.neutral_window or len(landmarks)]
+        return self.neutral + driver - driver[neutral_index(window)]
+
+    def within(self, landmarks: np.ndarray) -> np.ndarray:
+        """(N,) bool: the driver's expression lies within her footage (see the class)."""
+        target = self.driven(landmarks)
+        return np.all((target >= self.low) & (target <= self.high), axis=1)
+
+
 class ExpressionMatch:
-    """For each driver frame, the actor's own training crop whose expression is closest: the four
-    scored features (facevae.faces.expression) as offsets from each person's neutral frame (closest to
-    the median landmark shape; the driver's from its first `neutral_window` faces, as the driving
-    modes choose it), in units of the actor's spread of each feature.
+    """For each driver frame, the actor's own training crop whose expression is closest
+    (FootageExpressions.driven, in units of her spread of each feature).
 
     It reads the metric's own features, so it is a diagnostic, not a way to drive: a low score
     says the actor never makes the driver's faces (no model trained on that footage can), a mode
     far below it says the model loses what the footage has."""
 
-    def __init__(self, actor_images: np.ndarray, actor_landmarks: np.ndarray, neutral_window: int = 64):
-        features = expression_features(actor_landmarks)[:, : len(EXPRESSION_FEATURES)]
-        ok = np.isfinite(features).all(1)
-        self.images, self.features = np.asarray(actor_images)[ok], features[ok]
-        self.neutral = self.features[neutral_index(np.asarray(actor_landmarks)[ok])]
-        self.scale = np.maximum(self.features.std(0), 1e-6)
-        self.neutral_window = neutral_window
+    def __init__(self, actor_images: np.ndarray, footage: FootageExpressions):
+        # (not `footage`: a translator's `footage` is its driving session's, facevae.transfer.footage.Footage)
+        self.images, self.expressions = np.asarray(actor_images)[footage.rows], footage
 
     def translate_clip(self, crops: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        driver = expression_features(landmarks)[:, : len(EXPRESSION_FEATURES)]
-        window = landmarks[: self.neutral_window or len(landmarks)]
-        target = self.neutral + driver - driver[neutral_index(window)]
-        target = np.where(np.isfinite(target), target, self.neutral)  # no landmarks: the neutral face
-        return self.images[nearest_indices(target / self.scale, self.features / self.scale, 1)[:, 0]]
+        footage = self.expressions
+        target = footage.driven(landmarks)
+        target = np.where(np.isfinite(target), target, footage.neutral)  # no landmarks: the neutral face
+        return self.images[nearest_indices(target / footage.scale, footage.features / footage.scale, 1)[:, 0]]
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         raise TypeError("ExpressionMatch needs the driver's landmarks: call translate_clip")

@@ -48,6 +48,9 @@ class Plausibility:
     score: np.ndarray  # (N,) float
     nearest: np.ndarray  # (N,) int, rows of the reference frames
 
+    def take(self, rows: np.ndarray) -> "Plausibility":
+        return Plausibility(self.score[rows], self.nearest[rows])
+
     def share(self, bar: float = PLAUSIBLE) -> float:
         """Share of faces at or above the bar (NaN for none)."""
         return float((self.score >= bar).mean()) if len(self.score) else float("nan")

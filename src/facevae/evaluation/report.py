@@ -22,8 +22,9 @@ from facevae.faces.expression import FEATURES
 
 STRIP_FRAMES = 8
 
-TABLE_COLUMNS = ("expression_r", "expression_gain", "r_mouth_open", "r_mouth_width", "r_eye_open",
-                 "r_brow_height", "identity_pass", "sharpness", "jitter", "in_range", "plausible")
+TABLE_COLUMNS = ("expression_r", "expression_r_within", "within_footage", "expression_gain", "r_mouth_open",
+                 "r_mouth_width", "r_eye_open", "r_brow_height", "identity_pass", "sharpness", "jitter", "in_range",
+                 "plausible")
 
 RECON_COLUMNS = ("mse", "psnr", "ssim", "neg_elbo", "active_dims")
 
@@ -152,6 +153,9 @@ def summary_html(evaluation: Evaluation, actor: str, png_name: str, champion: di
         "img{image-rendering:pixelated}</style></head><body>"
         f"<h1>facevae evaluation: {html.escape(actor)}</h1>{decision}{html_table(table_rows(evaluation))}"
         "<p>Expression r: Pearson correlation of landmark features (driver vs output) over the clip; "
+        "expression_r_within: the same over the frames whose expression lies within her footage (each of the four "
+        "features, as an offset from each person's neutral face, within her training frames' 1st-99th percentile), "
+        "within_footage: the share of such frames; "
         "gain: std(output)/std(driver); identity: share of outputs recognised as the actor; "
         "sharpness: relative to the actor's own crops; jitter: frame-to-frame roughness of the output's "
         "features over the driver's (1 = as smooth as the driver); in_range: share of driven faces whose latent "

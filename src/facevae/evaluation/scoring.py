@@ -18,7 +18,7 @@ And a `coverage` row: for each driver frame the actor's own crop with the closes
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -26,9 +26,9 @@ import torch
 from tqdm.auto import tqdm
 
 from facevae.core.config import TargetConfig, TransferConfig
-from facevae.core.images import as_uint8_nhwc
+from facevae.core.images import as_uint8_nhwc, distinct_images
 from facevae.core.parallel import forked_map
-from facevae.evaluation.baselines import ExpressionMatch, NearestNeighbour, PCABaseline
+from facevae.evaluation.baselines import ExpressionMatch, FootageExpressions, NearestNeighbour, PCABaseline
 from facevae.evaluation.metrics import (
     active_dimensions,
     kl_per_dimension,
@@ -85,6 +85,7 @@ class DriverClip:
     landmarks: np.ndarray  # (N, 68, 2) crop pixels
     frames: np.ndarray  # (N,) frame index in the clip
     occluded: np.ndarray | None = None  # (N,) bool: the driver's mouth is covered (not scored)
+    within_footage: np.ndarray | None = None  # (N,) bool: the expression lies within her footage (FootageExpressions)
 
 
 @dataclass
@@ -130,7 +131,7 @@ class OutputFaceReader:
         return out
 
     def descriptors(self, images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        return np.stack([self.encoder.encode(self.enlarge(im), lm * OUTPUT_UPSCALE) for im, lm in zip(images, landmarks)])
+        return self.encoder.encode_many([self.enlarge(im) for im in images], landmarks * OUTPUT_UPSCALE)
 
     def identity_pass(self, images: np.ndarray, landmarks: np.ndarray, centroid: np.ndarray) -> float:
         dist = np.linalg.norm(self.descriptors(images, landmarks) - centroid, axis=1)
@@ -190,19 +191,22 @@ def evaluate_transfer(
     plausibility: PlausibilityReference | None = None,
 ) -> TransferResult:
     outputs = translate_clip(translate, clip)
-    out_landmarks = reader.landmarks(outputs)
+    distinct, inverse = distinct_images(outputs)  # each face is read once, however often it repeats
+    out_landmarks = reader.landmarks(outputs[distinct])[inverse]
     driver_features = expression_features(clip.landmarks)
     output_features = expression_features(out_landmarks)
     # where a hand covers the driver's mouth its landmarks are guesses: no ground truth to score
     scored = np.ones(len(outputs), bool) if clip.occluded is None else ~np.asarray(clip.occluded, bool)
     scores = transfer_scores(driver_features[scored], output_features[scored])
     scores["frames_scored"] = int(scored.sum())
+    if clip.within_footage is not None:
+        scores.update(within_footage_scores(driver_features, output_features, scored & clip.within_footage, scored))
     pick = spread(len(outputs), identity_frames)
     scores["identity_pass"] = reader.identity_pass(outputs[pick], out_landmarks[pick], actor_centroid)
     scores["sharpness"] = float(np.median(laplacian_sharpness(outputs)) / actor_sharpness)
     scores["jitter"] = jitter(driver_features, output_features)
     footage = getattr(translate, "footage", None)  # of this clip: translate_clip just set it
-    plausible = plausibility(outputs) if plausibility is not None else None
+    plausible = plausibility(outputs[distinct]).take(inverse) if plausibility is not None else None
     result = TransferResult(scores, driver_features, output_features, outputs, footage, plausible)
     scores["in_range"] = in_range(result.beyond_range)
     if plausible is not None:
@@ -210,6 +214,20 @@ def evaluate_transfer(
         scores["plausibility"] = float(np.median(plausible.score))
     scores["frames"] = len(outputs)
     return result
+
+
+MIN_WITHIN_FRAMES = 20  # fewer scored frames within her footage: no r of them
+
+
+def within_footage_scores(driver_features: np.ndarray, output_features: np.ndarray, within: np.ndarray,
+                          scored: np.ndarray) -> dict[str, float]:
+    """`within_footage`: share of the scored frames whose expression her footage holds;
+    `expression_r_within`: the expression r over those frames only (NaN for fewer than MIN_WITHIN_FRAMES)."""
+    share = float(within.sum() / scored.sum()) if scored.any() else float("nan")
+    if within.sum() < MIN_WITHIN_FRAMES:
+        return {"within_footage": share, "expression_r_within": float("nan")}
+    return {"within_footage": share,
+            "expression_r_within": transfer_scores(driver_features[within], output_features[within])["expression_r"]}
 
 
 def in_range(beyond: np.ndarray | None) -> float:
@@ -287,7 +305,8 @@ class Evaluation:
         mean transfer scores of the driving mode in use (transfer.mode) and the target's summaries."""
         flat = {f"val_{k}": v for k, v in self.metrics["reconstruction"]["vae"].items()}
         if self.transfers:
-            for key in ("expression_r", "expression_gain", "identity_pass", "sharpness", "jitter", "in_range", "plausible"):
+            for key in ("expression_r", "expression_r_within", "within_footage", "expression_gain", "identity_pass",
+                        "sharpness", "jitter", "in_range", "plausible"):
                 values = [t[self.mode].scores.get(key, np.nan) for t in self.transfers.values()]
                 flat[key] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
         target = self.metrics.get("target")
@@ -355,7 +374,9 @@ def evaluate_model(
     translators = {**transfer_translators(actor, transfer_cfg), **baselines(train_images, actor.latent_dim),
                    CEILING: copy_driver}
     if train_landmarks is not None:
-        translators[COVERAGE] = ExpressionMatch(train_images, train_landmarks, transfer_cfg.neutral_window)
+        footage = FootageExpressions(train_landmarks, transfer_cfg.neutral_window)
+        translators[COVERAGE] = ExpressionMatch(train_images, footage)
+        clips = [replace(clip, within_footage=footage.within(clip.landmarks)) for clip in clips]
     for mode in BASELINES:
         recon[mode] = reconstruction_metrics(val_images, translators[mode](val_images))
     reader = OutputFaceReader(actor.crop.size, actor.crop.coverage, identity_threshold)

@@ -30,6 +30,7 @@ import cv2
 import h5py
 import numpy as np
 import pandas as pd
+import torch
 from tqdm import tqdm
 
 from facevae.core.atomic import atomic_dir
@@ -617,6 +618,7 @@ _worker_models: tuple[FaceAligner, FaceEncoder] | None = None  # set in each wor
 def load_worker_models(cfg: ExtractConfig) -> None:
     """The pool's initializer: a worker loads the dlib models once, for all the videos it is given."""
     global _worker_models
+    torch.set_num_threads(1)  # the descriptor network runs one face at a time, one worker per core
     _worker_models = (FaceAligner.from_config(cfg), FaceEncoder())
 
 

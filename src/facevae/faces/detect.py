@@ -11,8 +11,10 @@ from typing import Protocol
 import cv2
 import dlib
 import numpy as np
+import torch
 
 from facevae.core.errors import FaceVAEError
+from facevae.faces.descriptor import CHIP_PADDING, CHIP_SIZE, DESCRIPTOR_SIZE, DescriptorWeights, FaceDescriptorNet
 
 LANDMARKS_MODEL = "shape_predictor_68_face_landmarks.dat"
 
@@ -133,15 +135,29 @@ class LandmarkPredictor:
 
 
 class FaceEncoder:
-    """dlib's ResNet face descriptor: 128-d, same person when closer than about 0.6."""
+    """dlib's ResNet face descriptor: 128-d, same person when closer than about 0.6. dlib cuts the
+    aligned chips; the network runs in torch (facevae.faces.descriptor: dlib's weights, its numbers,
+    about 10x faster on CPU and batched)."""
 
     def __init__(self) -> None:
-        self._model = dlib.face_recognition_model_v1(str(model_path(ENCODER_MODEL)))
+        self._net = FaceDescriptorNet(DescriptorWeights.from_dlib_file(model_path(ENCODER_MODEL)))
 
-    def encode(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    def chip(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """The (150, 150, 3) aligned face dlib's compute_face_descriptor would feed its network."""
         points = dlib.points([dlib.point(int(round(x)), int(round(y))) for x, y in landmarks])
         shape = dlib.full_object_detection(box_to_rect(landmark_box(landmarks)), points)
-        return np.array(self._model.compute_face_descriptor(rgb, shape), dtype=np.float32)
+        return np.asarray(dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=CHIP_PADDING))
+
+    def encode(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        return self.encode_many([rgb], [landmarks])[0]
+
+    def encode_many(self, images, landmarks, batch: int = 64) -> np.ndarray:
+        """(N, 128) float32 descriptors of N faces, each an RGB image with its (68, 2) landmarks."""
+        out = [np.zeros((0, DESCRIPTOR_SIZE), np.float32)]
+        for start in range(0, len(images), batch):
+            chips = [self.chip(im, lm) for im, lm in zip(images[start : start + batch], landmarks[start : start + batch])]
+            out.append(self._net(torch.from_numpy(np.stack(chips))).numpy())
+        return np.concatenate(out)
 
 
 def landmark_box(landmarks: np.ndarray) -> np.ndarray:
