@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import cv2
-import pytest
 import numpy as np
+import pytest
+from typer.testing import CliRunner
 
 from facevae.apps.reconstruct import reconstruct_video
+from facevae.cli import app
+from facevae.data.dataset import read_split
+from facevae.transfer.fit import stored_frames
 from facevae.core.config import ExtractConfig
 from facevae.core.errors import FaceVAEError
 from facevae.evaluation.plausibility import PLAUSIBLE, PlausibilityReference
@@ -58,3 +62,27 @@ def test_a_dataset_at_another_crop_size_is_refused_naming_it(tmp_path):
     reference = PlausibilityReference(face_crops(4, size=32), source=tmp_path / "small.h5")
     with pytest.raises(FaceVAEError, match="small.h5"):
         reference(face_crops(2, size=64))
+
+
+def test_the_model_keeps_her_training_frames_so_reconstruct_needs_no_dataset(model, tiny, tmp_path):
+    """model.pt stores her clean training frames (transfer.stored_frames): `facevae reconstruct` without
+    --data scores the same plausibility as with it."""
+    her_frames = read_split(tiny.dataset, "train", clean_only=True)
+    np.testing.assert_array_equal(model.transfer.frames, her_frames)
+    clip = write_clip(tmp_path / "clip.mp4", astronaut_frames(4), fps=10)
+    runs = {}
+    for name, extra in (("stored", []), ("dataset", ["--data", str(tiny.dataset)])):
+        arrays = tmp_path / f"{name}.npz"
+        result = CliRunner().invoke(app, ["reconstruct", "--model", str(tiny.model_path), "--input", str(clip),
+                                          "--output", str(tmp_path / f"{name}.mp4"), "--save-arrays", str(arrays),
+                                          "--no-progress", *extra])
+        assert result.exit_code == 0, result.output
+        assert "plausibility bar" in result.output
+        runs[name] = np.load(arrays)["plausibility"]
+    np.testing.assert_array_equal(runs["stored"], runs["dataset"])
+
+
+def test_stored_frames_are_spread_over_hers_and_can_be_left_out():
+    frames = face_crops(10)
+    assert np.array_equal(stored_frames(frames, 4), frames[[0, 3, 6, 9]])
+    assert np.array_equal(stored_frames(frames, 40), frames) and stored_frames(frames, 0) is None

@@ -314,9 +314,10 @@ def reconstruct_cmd(
         "blend (default: transfer.mode in params.yaml). See facevae.transfer.drive."
     ),
     data: Optional[Path] = typer.Option(
-        None, "--data", help="The actor's dataset (e.g. data/hdf5/pexels.h5): also score every output face's "
-        "plausibility, its grey SSIM with her most similar training frame (below 0.75: blotchy or ghostly), in the "
-        "summary and as --save-arrays' `plausibility`."
+        None, "--data", help="The actor's dataset (e.g. data/hdf5/pexels.h5) to score every output face's "
+        "plausibility against: its grey SSIM with her most similar training frame (below 0.75: blotchy or ghostly), "
+        "in the summary and as --save-arrays' `plausibility`. Default: her training frames stored in the model "
+        "(transfer.stored_frames; models trained before they were stored need --data)."
     ),
     params: Path = ParamsOption,
     overrides: Optional[List[str]] = SetOption,
@@ -336,7 +337,10 @@ def reconstruct_cmd(
 
     cfg, actor_model = actor_model_for(model, params, overrides)
     drive_mode = check_mode(mode) if mode else default_mode(actor_model, cfg.transfer)
-    reference = PlausibilityReference.from_dataset(data) if data is not None else None
+    if data is not None:
+        reference = PlausibilityReference.from_dataset(data)
+    else:
+        reference = PlausibilityReference.from_model(actor_model)
     summary = reconstruct(actor_model, source, output, cfg.extract, upscale, save_arrays, progress=progress,
                           mode=drive_mode, transfer_cfg=cfg.transfer, gaps=gaps, plausibility=reference)
     typer.echo(summary.describe())

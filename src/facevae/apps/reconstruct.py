@@ -89,13 +89,13 @@ class ReconstructSummary:
             missing = f"{len(self.skipped)} without a face (skipped)"
             audio = ""
         beyond = ""
+        if self.beyond_range is not None and self.with_face:
+            beyond = (f"; {self.beyond_range} of the {self.with_face} faces "
+                      f"({100 * self.beyond_range / self.with_face:.0f}%) beyond the actor's footage, drawn by extrapolation")
         if self.plausibility is not None and len(self.plausibility):
             low = int((self.plausibility < PLAUSIBLE).sum())
             beyond += (f"; {low} of the {len(self.plausibility)} faces ({100 * low / len(self.plausibility):.0f}%) "
                        f"below the plausibility bar {PLAUSIBLE} (least {self.plausibility.min():.2f})")
-        if self.beyond_range is not None and self.with_face:
-            beyond = (f"; {self.beyond_range} of the {self.with_face} faces "
-                      f"({100 * self.beyond_range / self.with_face:.0f}%) beyond the actor's footage, drawn by extrapolation")
         return (
             f"{self.output}: {what}, {self.with_face} with a face, {missing}{audio}; "
             f"{self.seconds:.1f} s ({rate:.1f} frames/s){beyond}"

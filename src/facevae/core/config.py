@@ -184,6 +184,9 @@ class TransferConfig(Section):
     # `snap_far` at the limit and beyond (no ghosts: issue 24); null = a constant snap
     snap_ramp: float | None = Field(0.7, ge=0.0, lt=1.0)
     snap_far: float = Field(0.7, ge=0.0, le=1.0)
+    # her clean training frames kept in model.pt (spread over them when she has more), so that
+    # `reconstruct` scores plausibility without her dataset; 0 = none
+    stored_frames: int = Field(4000, ge=0)
 
 
 class MlflowConfig(Section):

@@ -77,6 +77,12 @@ class PlausibilityReference:
         """Her clean training frames in an actor dataset (data/hdf5/ACTOR.h5), as the evaluation compares with."""
         return cls(read_split(path, "train", clean_only=True), source=path)
 
+    @classmethod
+    def from_model(cls, model) -> "PlausibilityReference | None":
+        """Her training frames stored in an ActorModel (transfer.stored_frames); None when it has none."""
+        frames = model.transfer.frames if model.transfer is not None else None
+        return cls(frames, source=model.source or None) if frames is not None and len(frames) else None
+
     @torch.no_grad()
     def __call__(self, faces: np.ndarray) -> Plausibility:
         if len(faces) == 0:

@@ -162,6 +162,7 @@ class TransferAssets:
     head: RidgeHead | None = None  # None when the dataset has no landmarks
     info: dict[str, float] = field(default_factory=dict)
     codes: np.ndarray | None = None  # (M, D) latent means of the actor's clean training frames (the snap)
+    frames: np.ndarray | None = None  # uint8 (F, S, S, 3): her clean training frames, at most transfer.stored_frames
 
     def to_payload(self) -> dict[str, Any]:
         """Plain tensors and numbers: model.pt stays loadable with torch.load(weights_only=True)."""
@@ -175,6 +176,8 @@ class TransferAssets:
         }  # fmt: skip
         if self.codes is not None:
             payload["codes"] = t(self.codes)
+        if self.frames is not None:
+            payload["frames"] = t(self.frames)
         if self.head is not None:
             payload["head"] = {"weight": t(self.head.weight), "bias": t(self.head.bias),
                                "alpha": self.head.alpha, "val_r2": self.head.val_r2}
@@ -193,6 +196,7 @@ class TransferAssets:
                       n(head["scale"]) if "scale" in head else None) if head else None,
             dict(payload.get("info", {})),
             n(payload["codes"]).astype(np.float32) if "codes" in payload else None,
+            n(payload["frames"]).astype(np.uint8) if "frames" in payload else None,
         )  # fmt: skip
 
 
@@ -223,8 +227,17 @@ def fit_transfer(model, images: np.ndarray, landmarks: np.ndarray, val: np.ndarr
     codes = (mu[train] if train.any() else mu).astype(np.float32)
     if train.any():
         info.update(footage_range(mu[~train], codes, cfg.snap_k))
+    frames = stored_frames(images[train] if train.any() else images, cfg.stored_frames)
     return TransferAssets(lab_mean, lab_std, images[ni].copy(), landmarks[ni].astype(np.float32), mu[ni], head, info,
-                          codes)
+                          codes, frames)
+
+
+def stored_frames(frames: np.ndarray, limit: int) -> np.ndarray | None:
+    """At most `limit` of her frames, spread evenly over them (None for 0)."""
+    if limit == 0:
+        return None
+    rows = np.linspace(0, len(frames) - 1, limit).round().astype(int) if len(frames) > limit else np.arange(len(frames))
+    return np.ascontiguousarray(frames[rows])
 
 
 def fit_transfer_from_dataset(model, data, cfg: TransferConfig) -> TransferAssets:
