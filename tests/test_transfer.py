@@ -299,6 +299,23 @@ def test_the_ramped_snap_keeps_near_codes_and_pulls_far_ones_all_the_way():
     assert footage_distance(ramped[1:], codes, 8)[0] < limit
 
 
+def test_past_the_limit_the_snap_keeps_growing_to_her_nearest_codes_at_snap_full():
+    rng = np.random.default_rng(0)
+    codes = rng.normal(size=(200, 6)).astype(np.float32)
+    limit = float(footage_distance(codes[:20] + 0.3, codes, 8).max())
+    direction = np.ones((1, 6), np.float32) / np.sqrt(6)
+    z = codes[:1] + direction * np.array([[0.0], [3.0], [30.0]], np.float32)  # near, a little beyond, far beyond
+    distance = footage_distance(z, codes, 8)
+    plain = ramped_snap(z, codes, 0.25, 8, 8, limit, ramp=0.5, far=0.7, distance=distance)
+    full = ramped_snap(z, codes, 0.25, 8, 8, limit, ramp=0.5, far=0.7, distance=distance, full=1.5)
+    np.testing.assert_allclose(full[0], plain[0], atol=1e-6)  # within her footage: unchanged
+    weight = 0.7 + 0.3 * np.clip((distance[1] - limit) / (0.5 * limit), 0, 1)
+    np.testing.assert_allclose(full[1], snap_to_codes(z[1:2], codes, weight, 8)[0], atol=1e-5)
+    np.testing.assert_allclose(full[2], snap_to_codes(z[2:], codes, 1.0, 8)[0], atol=1e-5)  # her nearest codes' mean
+    assert distance[1] > limit and distance[2] > 1.5 * limit
+    assert footage_distance(full[2:], codes, 8)[0] < footage_distance(plain[2:], codes, 8)[0]
+
+
 def test_a_session_with_the_ramp_records_what_was_asked_and_draws_it_nearer(model):
     faces = astronaut_frames(12)
     aligner = FaceAligner.from_config(model.crop.extract_config(ExtractConfig()))
@@ -310,3 +327,24 @@ def test_a_session_with_the_ramp_records_what_was_asked_and_draws_it_nearer(mode
     assert plain.requested == [] and len(ramped.requested) == 1
     asked, drawn = ramped.requested[0], ramped.footage().distance
     assert (drawn <= asked + 1e-6).all() and drawn.mean() < plain.footage().distance.mean()
+
+
+def test_matched_gains_scale_the_offsets_to_her_footages_spread_over_the_clip_so_far(model):
+    """gain_rule matched: each chunk's codes are the fixed gains' codes scaled about her neutral code by
+    her training codes' RMS offset over the RMS offset of every code driven so far."""
+    faces = astronaut_frames(12)
+    aligner = FaceAligner.from_config(model.crop.extract_config(ExtractConfig()))
+    aligned = [aligner.align_one(f) for f in faces]
+    crops, landmarks = np.stack([a.crop for a in aligned]), np.stack([a.landmarks for a in aligned])
+    assets = model.transfer
+    rms = lambda z: np.sqrt(((np.asarray(z, np.float64) - assets.neutral_mu) ** 2).sum(1).mean())  # noqa: E731
+    hers = rms(assets.codes)
+    fixed = DriveSession(model, TransferConfig(relative_gain=4.0), "relative")
+    fixed.start(crops, landmarks)
+    asked = fixed.latents(crops, landmarks)
+    session = DriveSession(model, TransferConfig(relative_gain=4.0, gain_rule="matched"), "relative")
+    session.start(crops, landmarks)
+    first, rest = session.latents(crops[:5], landmarks[:5]), session.latents(crops[5:], landmarks[5:])
+    assert rms(first) == pytest.approx(hers, rel=1e-3)  # the first chunk alone: exactly her spread
+    expected = assets.neutral_mu + (asked[5:] - assets.neutral_mu) * hers / rms(asked)
+    np.testing.assert_allclose(rest, expected, rtol=0, atol=1e-3 * hers)

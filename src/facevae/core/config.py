@@ -184,6 +184,12 @@ class TransferConfig(Section):
     # `snap_far` at the limit and beyond (no ghosts: issue 24); null = a constant snap
     snap_ramp: float | None = Field(0.7, ge=0.0, lt=1.0)
     snap_far: float = Field(0.7, ge=0.0, le=1.0)
+    # beyond the limit the snap keeps growing, to 1 (the mean of her nearest codes) at snap_full x the
+    # limit; null = it stays at snap_far
+    snap_full: float | None = Field(None, gt=1.0)
+    # fixed: the gains above; matched: each clip's driven codes are scaled about her neutral code so
+    # that their RMS offset (over the clip so far) is her training codes' RMS offset
+    gain_rule: Literal["fixed", "matched"] = "fixed"
     # her clean training frames kept in model.pt (spread over them when she has more), so that
     # `reconstruct` scores plausibility without her dataset; 0 = none
     stored_frames: int = Field(4000, ge=0)

@@ -133,6 +133,7 @@ class DriveSession:
         self.distances: list[np.ndarray] = []  # per chunk: footage_neighbours of each driven code
         self.requested: list[np.ndarray] = []  # per chunk, with snap_ramp: each code's footage distance before the snap
         self.nearest: list[np.ndarray] = []
+        self.offset_squares = (0.0, 0)  # gain_rule matched: sum of squared offsets driven so far, and their count
 
     @property
     def range_limit(self) -> float | None:
@@ -195,8 +196,21 @@ class DriveSession:
         if self.mode == "blend":
             if cfg.snap_parts:
                 parts = [snap_to_codes(part, a.codes, cfg.snap, cfg.snap_k) for part in parts]
-            return (cfg.blend_weight * parts[1] + (1 - cfg.blend_weight) * parts[0]).astype(np.float32)
-        return parts[0].astype(np.float32)
+            return self.matched(cfg.blend_weight * parts[1] + (1 - cfg.blend_weight) * parts[0])
+        return self.matched(parts[0])
+
+    def matched(self, z: np.ndarray) -> np.ndarray:
+        """gain_rule matched: the codes' offsets from her neutral code scaled so that their RMS over the
+        clip so far equals her training codes' (the driver's range of faces mapped onto hers)."""
+        a = self.assets
+        if self.cfg.gain_rule != "matched" or a.codes is None or not len(z):
+            return np.asarray(z, dtype=np.float32)
+        offsets = np.asarray(z, dtype=np.float64) - a.neutral_mu
+        total, count = self.offset_squares
+        self.offset_squares = total + float((offsets**2).sum()), count + len(offsets)
+        driven = np.sqrt(self.offset_squares[0] / self.offset_squares[1])
+        hers = np.sqrt(((a.codes.astype(np.float64) - a.neutral_mu) ** 2).sum(1).mean())
+        return (a.neutral_mu + offsets * (hers / max(driven, 1e-9))).astype(np.float32)
 
     def snap(self, z: np.ndarray) -> np.ndarray:
         """Toward her nearest training codes: `transfer.snap` of the way, or, with `transfer.snap_ramp`,
@@ -208,7 +222,7 @@ class DriveSession:
         distance = footage_distance(z, a.codes, range_k)
         self.requested = [*self.requested, distance] if self.keep_history else [distance]
         return ramped_snap(z, a.codes, cfg.snap, cfg.snap_k, range_k, self.range_limit, cfg.snap_ramp, cfg.snap_far,
-                           distance)
+                           distance, cfg.snap_full)
 
     def __call__(self, crops: np.ndarray, landmarks: np.ndarray | None = None) -> np.ndarray:
         crops = self.model.check_crops(crops)

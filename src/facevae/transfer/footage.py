@@ -42,15 +42,17 @@ def pull_toward_codes(z: np.ndarray, codes: np.ndarray, weight, k: int, chunk: i
 
 
 def ramped_snap(z: np.ndarray, codes: np.ndarray, weight: float, k: int, range_k: int, limit: float,
-                ramp: float, far: float = 1.0, distance: np.ndarray | None = None) -> np.ndarray:
+                ramp: float, far: float = 1.0, distance: np.ndarray | None = None, full: float | None = None) -> np.ndarray:
     """snap_to_codes with a weight that grows with each code's footage distance d: `weight` up to
-    ramp x limit, then linearly to `far` at the range limit and beyond. A code beyond her footage
-    (where the decoder paints blotchy ghosts) is pulled toward the mean of her k nearest training
-    codes (all the way with far = 1); one well within it keeps the constant snap. `distance`: the
-    codes' footage_distance when already measured."""
+    ramp x limit, then linearly to `far` at the range limit, and (with `full`) on to 1 at full x limit.
+    A code beyond her footage (where the decoder paints blotchy ghosts) is pulled toward the mean of
+    her k nearest training codes (all the way with far = 1); one well within it keeps the constant
+    snap. `distance`: the codes' footage_distance when already measured."""
     z = np.asarray(z, dtype=np.float32)
     distance = footage_distance(z, codes, range_k) if distance is None else distance
     weights = weight + (far - weight) * np.clip((distance - ramp * limit) / ((1.0 - ramp) * limit), 0.0, 1.0)
+    if full is not None:
+        weights = weights + (1.0 - far) * np.clip((distance - limit) / ((full - 1.0) * limit), 0.0, 1.0)
     return pull_toward_codes(z, codes, weights[:, None], k)
 
 
