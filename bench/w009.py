@@ -26,6 +26,7 @@ import numpy as np
 
 from facevae.core.config import load_params
 from facevae.data.dataset import build_actor_dataset, read_split
+from facevae.evaluation.report import write_reports
 from facevae.evaluation.scoring import COVERAGE, evaluate_model
 from facevae.evaluation.stage import load_clip
 from facevae.extract.extractor import extract_actor
@@ -65,7 +66,8 @@ def row(name: str, scores: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--videos", type=Path, default=ROOT.parent / "shared" / "actors" / "mead-w009")
-    parser.add_argument("--work", type=Path, default=None, help="keeps the crops, dataset and model (default: a temp folder)")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="keeps the crops, dataset, model and the evaluation's reports (default: a temp folder)")
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
@@ -90,6 +92,9 @@ def main() -> int:
                                     params.extract.identity_threshold, params.transfer, landmarks,
                                     params.evaluate.target, {Path(c).name for c in HELD_OUT}, params.evaluate.workers)
         print(f"scored {len(clips)} clips in {time.perf_counter() - started:.0f} s")
+        if args.work:  # the gap pictures (beyond.png, plausibility.png) and summary.html, beside the model
+            write_reports(evaluation, "w009", args.work / "eval", None)
+            print(f"reports: {args.work / 'eval'}")
     mode, transfer = evaluation.mode, evaluation.metrics["transfer"]
     print(f"{'clip (mode)':42s} " + " ".join(f"{h:>9s}" for h in HEADERS))
     for clip in transfer:
