@@ -165,10 +165,10 @@ def test_a_bad_message_closes_that_connection_with_a_reason_and_the_server_goes_
 
 def test_a_page_that_leaves_mid_frame_leaves_the_server_serving(server):
     for _ in range(3):
-        ws = connect(server.ws_url, max_size=None)
-        receive(ws)
-        ws.send(jpeg(astronaut_frames(1)[0]))
-        ws.close()  # before its answer
+        with connect(server.ws_url, max_size=None) as ws:
+            receive(ws)
+            ws.send(jpeg(astronaut_frames(1)[0]))
+        # closed by leaving the block, before its answer
     with connect(server.ws_url, max_size=None) as ws:
         assert receive(ws)["clients"] == 1  # the three that left are no longer counted
         ws.send(jpeg(astronaut_frames(1)[0]))
