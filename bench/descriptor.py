@@ -20,7 +20,15 @@ import numpy as np
 import torch
 from skimage.data import astronaut
 
-from facevae.faces.detect import ENCODER_MODEL, FaceEncoder, HogDetector, LandmarkPredictor, model_path, to_grey
+from facevae.faces.detect import (
+    ENCODER_MODEL,
+    FaceEncoder,
+    HogDetector,
+    LandmarkPredictor,
+    face_shape,
+    model_path,
+    to_grey,
+)
 
 
 def evaluation_faces(n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -47,7 +55,7 @@ def main() -> int:
     faces, landmarks = evaluation_faces(args.faces)
     encoder, dlib_model = FaceEncoder(), dlib.face_recognition_model_v1(str(model_path(ENCODER_MODEL)))
     started = time.perf_counter()
-    theirs = np.stack([np.array(dlib_model.compute_face_descriptor(face, encoder_shape(lm))) for face, lm in zip(faces, landmarks)])
+    theirs = np.stack([np.array(dlib_model.compute_face_descriptor(face, face_shape(lm))) for face, lm in zip(faces, landmarks)])
     baseline = time.perf_counter() - started
     encoder.encode_many(faces[:2], landmarks[:2])  # warm-up
     started = time.perf_counter()
@@ -59,12 +67,6 @@ def main() -> int:
     print(f"ours (dlib's network in torch, batched): {1000 * ours_s / len(faces):.1f} ms a face")
     print(f"speed-up: {baseline / ours_s:.1f}x")
     return 0 if diff < 1e-4 else 1
-
-
-def encoder_shape(landmarks: np.ndarray) -> dlib.full_object_detection:
-    points = dlib.points([dlib.point(int(round(x)), int(round(y))) for x, y in landmarks])
-    box = dlib.rectangle(*(int(v) for v in (*landmarks.min(0), *landmarks.max(0))))
-    return dlib.full_object_detection(box, points)
 
 
 if __name__ == "__main__":

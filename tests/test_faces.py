@@ -24,6 +24,7 @@ from facevae.faces.detect import (
     FaceEncoder,
     HogDetector,
     box_iou,
+    face_shape,
     model_path,
     to_grey,
 )
@@ -156,9 +157,7 @@ def test_the_descriptor_network_gives_dlibs_own_descriptors(aligner):
     encoder = FaceEncoder()
     ours = encoder.encode_many(frames, landmarks, batch=3)
     for frame, lm, descriptor in zip(frames, landmarks, ours):
-        points = dlib.points([dlib.point(int(round(x)), int(round(y))) for x, y in lm])
-        shape = dlib.full_object_detection(dlib.rectangle(*(int(v) for v in (*lm.min(0), *lm.max(0)))), points)
-        theirs = np.array(dlib_model.compute_face_descriptor(frame, shape))
+        theirs = np.array(dlib_model.compute_face_descriptor(frame, face_shape(lm)))
         assert np.abs(descriptor - theirs).max() < 1e-4
     assert np.allclose(encoder.encode(frames[1], landmarks[1]), ours[1], atol=1e-6)  # one face or a batch: the same
 

@@ -26,6 +26,11 @@ def as_uint8_nhwc(images: np.ndarray) -> np.ndarray:
     return images
 
 
+def spread(n: int, k: int) -> np.ndarray:
+    """k indices spread evenly over range(n) (all of them when k >= n)."""
+    return np.arange(n) if k >= n else np.linspace(0, n - 1, k).round().astype(int)
+
+
 def distinct_images(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(rows of the first copy of each distinct image, each image's index into those rows):
     images[rows][inverse] == images. Retrieval rows repeat a few of her frames hundreds of times."""

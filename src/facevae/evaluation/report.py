@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from facevae.core.atomic import write_text
 from facevae.core.config import TargetConfig
-from facevae.core.images import make_grid, save_png, upscale
+from facevae.core.images import make_grid, save_png, spread, upscale
 from facevae.evaluation.gaps import beyond_png, mark_beyond, plausibility_png
 from facevae.evaluation.page import page
 from facevae.evaluation.scoring import RECON_MODES, Evaluation
@@ -96,7 +96,7 @@ def strip(evaluation: Evaluation, driver: str, zoom: int = 2) -> np.ndarray:
     """Rows: driver crops, then each mode's outputs, for frames spread over the clip; outputs
     driven beyond the actor's footage are framed in red."""
     clip, results = evaluation.clips[driver], evaluation.transfers[driver]
-    pick = np.linspace(0, len(clip.crops) - 1, min(STRIP_FRAMES, len(clip.crops))).round().astype(int)
+    pick = spread(len(clip.crops), STRIP_FRAMES)
     rows = [clip.crops[pick]]
     for mode in evaluation.output_modes:
         beyond = results[mode].beyond_range

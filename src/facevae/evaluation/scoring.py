@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from facevae.core.config import TargetConfig, TransferConfig
-from facevae.core.images import as_uint8_nhwc, distinct_images
+from facevae.core.images import as_uint8_nhwc, distinct_images, spread
 from facevae.core.parallel import forked_map
 from facevae.evaluation.baselines import ExpressionMatch, FootageExpressions, NearestNeighbour, PCABaseline
 from facevae.evaluation.metrics import (
@@ -137,10 +137,6 @@ class OutputFaceReader:
         dist = np.linalg.norm(self.descriptors(images, landmarks) - centroid, axis=1)
         return float((dist < self.threshold).mean())
 
-
-def spread(n: int, k: int) -> np.ndarray:
-    """k indices spread evenly over range(n) (all of them when k >= n)."""
-    return np.arange(n) if k >= n else np.linspace(0, n - 1, k).round().astype(int)
 
 # ---- the model -----------------------------------------------------------------------------------
 

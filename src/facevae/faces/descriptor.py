@@ -4,7 +4,7 @@ dlib-bin is built without BLAS, so its own forward pass takes about 60 ms a face
 the same network in torch takes a few ms and batches. The weights are read straight from dlib's
 model file (its serialisation: compact integers, raw little-endian float32 tensors), and the chips
 are still cut by dlib (`get_face_chip`, as `compute_face_descriptor` cuts them), so descriptors
-match dlib's to float rounding (tests/test_descriptor.py compares them on real faces).
+match dlib's to float rounding (tests/test_faces.py compares them on real faces).
 
 The network (dlib's dnn_face_recognition_ex.cpp): a 7x7 stride-2 conv, a 3x3 stride-2 max pool,
 then residual blocks of two 3x3 convs with affine (frozen batch norm) layers: 3 x 32 channels,
@@ -149,12 +149,11 @@ def add_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return out
 
 
-class FaceDescriptorNet(torch.nn.Module):
-    """(N, 150, 150, 3) uint8 RGB chips -> (N, 128) descriptors, as dlib computes them."""
+class FaceDescriptorNet:
+    """(N, 150, 150, 3) uint8 RGB chips -> (N, 128) descriptors, as dlib computes them (CPU, inference only)."""
 
     def __init__(self, weights: DescriptorWeights):
-        super().__init__()
-        self.register_buffer("means", torch.from_numpy(weights.channel_means).view(1, 3, 1, 1))
+        self.means = torch.from_numpy(weights.channel_means).view(1, 3, 1, 1)
         self.convs = [(torch.from_numpy(c.weight), torch.from_numpy(c.bias), c.stride, c.padding) for c in weights.convs]
         self.affines = [(torch.from_numpy(a.gamma).view(1, -1, 1, 1), torch.from_numpy(a.beta).view(1, -1, 1, 1))
                         for a in weights.affines]
@@ -166,7 +165,7 @@ class FaceDescriptorNet(torch.nn.Module):
         return F.conv2d(x, weight, bias, stride, padding) * gamma + beta
 
     @torch.no_grad()
-    def forward(self, chips: torch.Tensor) -> torch.Tensor:
+    def __call__(self, chips: torch.Tensor) -> torch.Tensor:
         x = (chips.permute(0, 3, 1, 2).float() - self.means) / 256.0
         x = F.max_pool2d(F.relu(self.conv_affine(x, 0)), 3, 2)
         layer = 1

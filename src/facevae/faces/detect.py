@@ -144,9 +144,7 @@ class FaceEncoder:
 
     def chip(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """The (150, 150, 3) aligned face dlib's compute_face_descriptor would feed its network."""
-        points = dlib.points([dlib.point(int(round(x)), int(round(y))) for x, y in landmarks])
-        shape = dlib.full_object_detection(box_to_rect(landmark_box(landmarks)), points)
-        return np.asarray(dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=CHIP_PADDING))
+        return np.asarray(dlib.get_face_chip(rgb, face_shape(landmarks), size=CHIP_SIZE, padding=CHIP_PADDING))
 
     def encode(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         return self.encode_many([rgb], [landmarks])[0]
@@ -158,6 +156,12 @@ class FaceEncoder:
             chips = [self.chip(im, lm) for im, lm in zip(images[start : start + batch], landmarks[start : start + batch])]
             out.append(self._net(torch.from_numpy(np.stack(chips))).numpy())
         return np.concatenate(out)
+
+
+def face_shape(landmarks: np.ndarray) -> dlib.full_object_detection:
+    """(68, 2) landmarks as the dlib shape its face chips and descriptors take."""
+    points = dlib.points([dlib.point(int(round(x)), int(round(y))) for x, y in landmarks])
+    return dlib.full_object_detection(box_to_rect(landmark_box(landmarks)), points)
 
 
 def landmark_box(landmarks: np.ndarray) -> np.ndarray:

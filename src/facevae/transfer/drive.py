@@ -43,6 +43,8 @@ made on film.
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 
 from facevae.core.config import TransferConfig
@@ -209,8 +211,13 @@ class DriveSession:
         total, count = self.offset_squares
         self.offset_squares = total + float((offsets**2).sum()), count + len(offsets)
         driven = np.sqrt(self.offset_squares[0] / self.offset_squares[1])
-        hers = np.sqrt(((a.codes.astype(np.float64) - a.neutral_mu) ** 2).sum(1).mean())
-        return (a.neutral_mu + offsets * (hers / max(driven, 1e-9))).astype(np.float32)
+        return (a.neutral_mu + offsets * (self.footage_spread / max(driven, 1e-9))).astype(np.float32)
+
+    @cached_property
+    def footage_spread(self) -> float:
+        """Her training codes' RMS offset from her neutral code (gain_rule matched's target)."""
+        a = self.assets
+        return float(np.sqrt(((a.codes.astype(np.float64) - a.neutral_mu) ** 2).sum(1).mean()))
 
     def snap(self, z: np.ndarray) -> np.ndarray:
         """Toward her nearest training codes: `transfer.snap` of the way, or, with `transfer.snap_ramp`,

@@ -11,6 +11,7 @@ import numpy as np
 
 from facevae.core.config import TransferConfig
 from facevae.core.errors import FaceVAEError
+from facevae.core.images import spread
 from facevae.data.dataset import SPLITS, clean_rows, open_dataset
 from facevae.faces.align import template_in_crop
 from facevae.faces.landmarks import BROWS, EYES, MOUTH
@@ -236,8 +237,7 @@ def stored_frames(frames: np.ndarray, limit: int) -> np.ndarray | None:
     """At most `limit` of her frames, spread evenly over them (None for 0)."""
     if limit == 0:
         return None
-    rows = np.linspace(0, len(frames) - 1, limit).round().astype(int) if len(frames) > limit else np.arange(len(frames))
-    return np.ascontiguousarray(frames[rows])
+    return np.ascontiguousarray(frames[spread(len(frames), limit)])
 
 
 def fit_transfer_from_dataset(model, data, cfg: TransferConfig) -> TransferAssets:
