@@ -9,11 +9,11 @@ from typer.testing import CliRunner
 
 from facevae.apps.reconstruct import reconstruct_video
 from facevae.cli import app
-from facevae.data.dataset import read_split
-from facevae.transfer.fit import stored_frames
 from facevae.core.config import ExtractConfig
 from facevae.core.errors import FaceVAEError
+from facevae.data.dataset import read_split
 from facevae.evaluation.plausibility import PLAUSIBLE, PlausibilityReference
+from facevae.transfer.fit import stored_frames
 from tests.facedata import face_crops
 from tests.media import astronaut_frames, coffee_frames, write_clip
 
