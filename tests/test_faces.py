@@ -13,6 +13,7 @@ from facevae.faces.align import (
     TEMPLATE_68,
     FaceAligner,
     eye_centres,
+    head_pose,
     pose_measures,
     template_in_crop,
     transform_points,
@@ -28,7 +29,7 @@ from facevae.faces.detect import (
     model_path,
     to_grey,
 )
-from facevae.faces.landmarks import SUBJECT_LEFT_EYE, SUBJECT_RIGHT_EYE
+from facevae.faces.landmarks import EYES, MOUTH, SUBJECT_LEFT_EYE, SUBJECT_RIGHT_EYE
 from tests.media import astronaut_frames
 
 
@@ -137,6 +138,27 @@ def test_pose_measures_of_the_template():
     turned = landmarks.copy()
     turned[30, 0] += 0.5 * np.linalg.norm(right - left) / 2  # nose tip half way to an eye
     assert pose_measures(turned)[1] == pytest.approx(yaw + 0.5, abs=0.01)
+
+
+def test_head_pose_follows_the_nose_not_the_expression_or_the_framing(aligner, astronaut):
+    landmarks = aligner.align_one(astronaut).source_landmarks.astype(np.float64)
+    pose = head_pose(landmarks)[0]
+    assert abs(pose[0]) < 0.1 and 0.05 < pose[1] < 0.6  # near frontal; the nose tip below the ear-level outline
+    # a similarity (the crop's alignment, another camera distance) changes nothing
+    angle = np.radians(25)
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    np.testing.assert_allclose(head_pose(1.7 * landmarks @ rotation.T + [40, -15])[0], pose, atol=1e-9)
+    # a smile, an open mouth, a squint: the measure does not move
+    expression = landmarks.copy()
+    expression[MOUTH] += [[0, 6]] * 20
+    expression[EYES, 1] += 2
+    np.testing.assert_allclose(head_pose(expression)[0], pose, atol=1e-12)
+    # the nose tip moved a tenth of the face width toward one ear: yaw moves by a tenth, pitch stays
+    width = np.linalg.norm(landmarks[16] - landmarks[0])
+    turned = landmarks.copy()
+    turned[30] += 0.1 * (landmarks[16] - landmarks[0])
+    np.testing.assert_allclose(head_pose(turned)[0], pose + [0.1, 0.0], atol=1e-9)
+    assert width > 50
 
 
 def test_descriptors_tell_the_same_person(aligner):

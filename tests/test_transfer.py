@@ -13,13 +13,7 @@ from facevae.faces.align import FaceAligner
 from facevae.faces.crop import CropGeometry
 from facevae.model.vae import build_model
 from facevae.transfer.actor import ActorModel
-from facevae.transfer.drive import (
-    MODES,
-    ClipTranslator,
-    DriveSession,
-    LatentSmoother,
-    smooth_latents,
-)
+from facevae.transfer.drive import MODES, ClipTranslator, DriveSession
 from facevae.transfer.fit import (
     TransferAssets,
     add_footage_range,
@@ -28,7 +22,15 @@ from facevae.transfer.fit import (
     fit_transfer,
     reinhard,
 )
-from facevae.transfer.footage import footage_distance, footage_neighbours, ramped_snap, snap_to_codes
+from facevae.transfer.footage import (
+    LatentSmoother,
+    footage_distance,
+    footage_neighbours,
+    ramped_snap,
+    smooth_latents,
+    snap_to_codes,
+)
+from facevae.transfer.pose import PoseFilter, pose_range
 from tests.media import astronaut_frames, write_clip
 
 CFG = TransferConfig()
@@ -348,3 +350,108 @@ def test_matched_gains_scale_the_offsets_to_her_footages_spread_over_the_clip_so
     assert rms(first) == pytest.approx(hers, rel=1e-3)  # the first chunk alone: exactly her spread
     expected = assets.neutral_mu + (asked[5:] - assets.neutral_mu) * hers / rms(asked)
     np.testing.assert_allclose(rest, expected, rtol=0, atol=1e-3 * hers)
+
+
+def turned(landmarks: np.ndarray, yaw: np.ndarray) -> np.ndarray:
+    """(N, 68, 2): one face's landmarks with the nose tip moved yaw[i] of the face width toward one ear."""
+    out = np.repeat(np.asarray(landmarks, np.float64)[None], len(yaw), 0)
+    out[:, 30] += yaw[:, None] * (landmarks[16] - landmarks[0])
+    return out
+
+
+def test_the_pose_filter_takes_out_a_turn_she_never_made_and_keeps_the_expression(faces):
+    _, landmarks = faces
+    rng = np.random.default_rng(0)
+    yaw = 0.15 * np.sin(np.arange(240) * 2 * np.pi / 80)  # a head turning from side to side, from its neutral pose
+    expression = rng.normal(0, 1, (240, 6))
+    offsets = expression + yaw[:, None] * np.array([20.0, -30.0, 25.0, -15.0, 40.0, 18.0])  # the turn moves every coordinate
+    driver = turned(landmarks[0], yaw)
+    frontal = pose_range(landmarks[:1])  # her footage: one pose, her neutral's
+    make = lambda her: PoseFilter(landmarks[0], her, landmarks[0], smooth_lag=0, window=20, ridge=1e-3)  # noqa: E731
+    out = make(frontal)(offsets, driver)
+    later = slice(60, None)  # once the line is fitted on enough faces
+    for d in range(6):
+        assert np.corrcoef(offsets[later, d], expression[later, d])[0, 1] < 0.9  # the turn dominated
+        assert np.corrcoef(out[later, d], expression[later, d])[0, 1] > 0.97
+    # an actor who turns her head as far as the driver does keeps all of it
+    wide = {"pose_yaw_low": -1.0, "pose_yaw_high": 1.0, "pose_pitch_low": -1.0, "pose_pitch_high": 1.0}
+    np.testing.assert_allclose(make(wide)(offsets, driver), offsets, atol=1e-4)
+    # causal: chunk by chunk (the first chunk holding the window) gives the same as the whole clip
+    stream = make(frontal)
+    chunks = [stream(offsets[i : i + 20], driver[i : i + 20]) for i in range(0, 240, 20)]
+    np.testing.assert_allclose(np.concatenate(chunks), out, atol=1e-4)
+    # faces left out of the fit (a covered mouth) do not bend the line, however wild their offsets
+    wild = offsets.copy()
+    wild[100:140] = 1e3
+    learn = np.ones(240, bool)
+    learn[100:140] = False
+    kept = make(frontal)(wild, driver, fit_rows=learn)
+    bent = make(frontal)(wild, driver)
+    after = slice(140, None)
+    for d in range(6):
+        assert np.corrcoef(kept[after, d], expression[after, d])[0, 1] > 0.97
+    assert min(np.corrcoef(bent[after, d], expression[after, d])[0, 1] for d in range(6)) < 0.9
+
+
+def test_her_pose_range_and_the_occlusion_thresholds_are_fitted_into_the_model(faces, model):
+    crops, landmarks = faces
+    info = model.transfer.info
+    assert set(pose_range(landmarks)) <= set(info) and "occlusion_high" not in info
+    val = np.arange(len(crops)) % 4 == 3
+    assets = fit_transfer(model, crops, landmarks, val, CFG, occlusion=(0.28, 0.16))
+    assert (assets.info["occlusion_high"], assets.info["occlusion_low"]) == (0.28, 0.16)
+    assert assets.info["pose_yaw_low"] <= assets.info["pose_yaw_high"]
+    np.testing.assert_allclose([assets.info[k] for k in pose_range(landmarks[~val])], list(pose_range(landmarks[~val]).values()))
+
+
+def covered_mouths(crops: np.ndarray, landmarks: np.ndarray, frames) -> np.ndarray:
+    """The crops with the mouth of `frames` hidden under a patch of the same face's forehead (a hand's
+    colour, not a lip's)."""
+    out = crops.copy()
+    for i in frames:
+        x0, y0 = np.floor(landmarks[i, 48:60].min(0)).astype(int) - 2
+        x1, y1 = np.ceil(landmarks[i, 48:60].max(0)).astype(int) + 2
+        out[i, y0:y1, x0:x1] = crops[i, 2 : 2 + y1 - y0, x0:x1]
+    return out
+
+
+def test_a_covered_mouth_holds_the_last_uncovered_face(faces, model):
+    crops, landmarks = driver_clip(faces)
+    hidden = covered_mouths(crops, landmarks, [6, 7, 8])
+    val = np.arange(len(faces[0])) % 4 == 3
+    actor = ActorModel(model.vae, model.crop)
+    actor.transfer = fit_transfer(actor, *faces, val, CFG, occlusion=(0.28, 0.16))
+    still = CFG.model_copy(update={"smooth_lag": 0.0})  # the smoother would blend the held face with the next
+    session = DriveSession(actor, still, "blend")
+    out = session(hidden, landmarks)
+    covered = session.covered(hidden, landmarks)
+    np.testing.assert_array_equal(covered, np.isin(np.arange(12), [6, 7, 8]))
+    for i in (6, 7, 8):
+        np.testing.assert_array_equal(out[i], out[5])
+    held = DriveSession(actor, still, "blend")
+    held.start(hidden, landmarks)
+    z = held.latents(hidden, landmarks, covered)
+    np.testing.assert_array_equal(z[6:9], np.repeat(z[5:6], 3, 0))
+    driven = DriveSession(actor, still.model_copy(update={"occluded": "drive"}), "blend")
+    driven.start(hidden, landmarks)
+    assert not driven.covered(hidden, landmarks).any()
+    moved = driven.latents(hidden, landmarks)
+    assert np.abs(moved[6:9] - moved[5]).max() > 10 * np.abs(z[6:9] - z[5]).max() + 1e-3  # the hidden mouth drives
+
+
+def test_reconstruct_counts_the_faces_whose_covered_mouth_was_held(faces, model, tmp_path):
+    frames = astronaut_frames(12)
+    aligner = FaceAligner(crop_size=64, coverage=2.2)
+    for i in (6, 7, 8):  # a patch of her own forehead over the mouth, in the video's pixels
+        mouth = aligner.align_one(frames[i]).source_landmarks[48:60]
+        (x0, y0), (x1, y1) = np.floor(mouth.min(0)).astype(int) - 4, np.ceil(mouth.max(0)).astype(int) + 4
+        brow_top = int(aligner.align_one(frames[i]).source_landmarks[17:27, 1].min()) - (y1 - y0) - 4
+        frames[i][y0:y1, x0:x1] = frames[i][brow_top : brow_top + y1 - y0, x0:x1]
+    clip = write_clip(tmp_path / "hand.mp4", frames)
+    val = np.arange(len(faces[0])) % 4 == 3
+    actor = ActorModel(model.vae, model.crop)
+    actor.transfer = fit_transfer(actor, *faces, val, CFG, occlusion=(0.28, 0.16))
+    summary = reconstruct_video(actor, clip, tmp_path / "out.mp4", ExtractConfig(), progress=False, mode="blend",
+                                transfer_cfg=CFG, batch=4)
+    assert summary.with_face == 12 and summary.covered == 3
+    assert "3 faces with a covered mouth held the last uncovered face" in summary.describe()

@@ -25,6 +25,7 @@ from facevae.evaluation.scoring import OutputFaceReader, actor_reference, evalua
 from facevae.evaluation.stage import load_clip
 from facevae.transfer.actor import ActorModel
 from facevae.transfer.drive import ClipTranslator
+from facevae.transfer.pose import POSE_KEYS, pose_range
 
 KEYS = ("plausible", "expression_r", "expression_r_within", "within_footage", "expression_gain", "sharpness", "jitter",
         "identity_pass", "in_range")
@@ -40,6 +41,11 @@ def main() -> None:
     params = load_params("params.yaml")
     model = ActorModel.from_file(model_path, params.extract)
     train = read_split(data, "train", clean_only=True)
+    info = model.transfer.info
+    if not all(k in info for k in POSE_KEYS):  # a model file from before decision 052: fit as the train stage does
+        info.update(pose_range(read_split(data, "train", clean_only=True, field="landmarks")))
+        info.update(occlusion_high=params.extract.max_occlusion, occlusion_low=params.extract.occlusion_low)
+        print("added her pose range and the occlusion thresholds, as the train stage now stores them")
     expressions = FootageExpressions(read_split(data, "train", clean_only=True, field="landmarks"),
                                      params.transfer.neutral_window)
     reader = OutputFaceReader(model.crop.size, model.crop.coverage)

@@ -73,6 +73,7 @@ class ReconstructSummary:
     beyond_range: int | None = None  # faces driven beyond the actor's footage (None: not measured)
     gaps: Path | None = None  # the gap picture (--gaps)
     plausibility: np.ndarray | None = None  # per face: SSIM with her most similar training frame (--data)
+    covered: int = 0  # faces whose mouth was covered (a hand): each held the last uncovered face
 
     @property
     def without_face(self) -> int:
@@ -92,6 +93,8 @@ class ReconstructSummary:
         if self.beyond_range is not None and self.with_face:
             beyond = (f"; {self.beyond_range} of the {self.with_face} faces "
                       f"({100 * self.beyond_range / self.with_face:.0f}%) beyond the actor's footage, drawn by extrapolation")
+        if self.covered:
+            beyond += f"; {self.covered} faces with a covered mouth held the last uncovered face"
         if self.plausibility is not None and len(self.plausibility):
             low = int((self.plausibility < PLAUSIBLE).sum())
             beyond += (f"; {low} of the {len(self.plausibility)} faces ({100 * low / len(self.plausibility):.0f}%) "
@@ -346,7 +349,7 @@ def reconstruct_video(
         blank=batcher.blank, fps=info.fps, audio=audio_from is not None,
         seconds=time.perf_counter() - started, arrays=save_arrays,
         beyond_range=int(footage.beyond.sum()) if footage is not None else None, gaps=gaps,
-        plausibility=batcher.face_scores(),
+        plausibility=batcher.face_scores(), covered=session.covered_faces,
     )  # fmt: skip
 
 

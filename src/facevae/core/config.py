@@ -190,6 +190,15 @@ class TransferConfig(Section):
     # fixed: the gains above; matched: each clip's driven codes are scaled about her neutral code so
     # that their RMS offset (over the clip so far) is her training codes' RMS offset
     gain_rule: Literal["fixed", "matched"] = "fixed"
+    # the driver's head pose (turn, tilt) beyond her footage's range of it is taken out of the driving
+    # offsets (her_range), all of it (remove), or none (keep); the pose is smoothed over pose_smooth_lag
+    # frames first (decision 052)
+    pose: Literal["her_range", "remove", "keep"] = "her_range"
+    pose_smooth_lag: float = Field(2.0, ge=0.0)
+    pose_ridge: float = Field(0.1, gt=0.0)  # the pose fit's ridge: a driver who has barely moved gets no slope from noise
+    # a driver face whose mouth is covered (extraction's occlusion score, with the thresholds that
+    # flagged her frames) holds the last uncovered face's code (hold) or drives like any other (drive)
+    occluded: Literal["hold", "drive"] = "hold"
     # her clean training frames kept in model.pt (spread over them when she has more), so that
     # `reconstruct` scores plausibility without her dataset; 0 = none
     stored_frames: int = Field(4000, ge=0)

@@ -48,7 +48,8 @@ def run_evaluation(model_dir: Path, data: Path, drivers: list[Path], params, out
     train_images, val_images = read_split(data, "train", clean_only=True), read_split(data, "val", clean_only=True)
     if actor.transfer is None:  # a model file from before the driving modes: fit them here
 
-        actor.transfer = fit_transfer_from_dataset(actor, data, params.transfer)
+        actor.transfer = fit_transfer_from_dataset(actor, data, params.transfer,
+                                                   (params.extract.max_occlusion, params.extract.occlusion_low))
     elif "range_limit" not in actor.transfer.info:  # trained before the footage range was stored
 
         add_footage_range(actor, val_images, params.transfer.snap_k)

@@ -29,6 +29,7 @@ from facevae.faces.detect import (
     to_grey,
 )
 from facevae.faces.landmarks import (
+    EAR_LEVEL_OUTLINE,
     NOSE_TIP,
     RIGID_POINTS,
     SUBJECT_LEFT_EYE,
@@ -207,6 +208,22 @@ def pose_measures(source_landmarks: np.ndarray) -> tuple[float, float, float]:
     roll_deg = math.degrees(math.atan2(eye_line[1], eye_line[0]))
     nose_offset = float((source_landmarks[NOSE_TIP] - (left + right) / 2) @ eye_line) / eye_distance
     return roll_deg, nose_offset / (eye_distance / 2), eye_distance * FACE_PX_PER_EYE_DISTANCE
+
+
+def head_pose(landmarks: np.ndarray) -> np.ndarray:
+    """(N, 68, 2) landmarks (any pixels) -> (N, 2) head turn and tilt proxies: the nose tip's offset from
+    the midpoint of the face outline's ear-level points, along the line between them (yaw: about 0
+    frontal) and across it (pitch), in units of that line's length. The outline there and the nose
+    tip are rigid to the skull: a smile, an open mouth or a squint barely moves them (the eye centres
+    would). NaN rows stay NaN."""
+    lm = np.asarray(landmarks, dtype=np.float64).reshape(-1, 68, 2)
+    right, left = lm[:, EAR_LEVEL_OUTLINE[0]], lm[:, EAR_LEVEL_OUTLINE[1]]
+    across = left - right
+    width = np.linalg.norm(across, axis=1, keepdims=True)
+    along = across / np.maximum(width, 1e-9)
+    down = np.stack([-along[:, 1], along[:, 0]], axis=1)
+    nose = lm[:, NOSE_TIP] - (right + left) / 2
+    return np.stack([(nose * along).sum(1), (nose * down).sum(1)], axis=1) / np.maximum(width, 1e-9)
 
 
 def sharpness(crop: np.ndarray) -> float:

@@ -18,3 +18,4 @@ RIGID_POINTS = np.r_[27:36, 36, 39, 42, 45]  # nose bridge and base, outer and i
 INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))  # upper and lower inner lip, facing each other
 EYELID_PAIRS = ((37, 41), (38, 40), (43, 47), (44, 46))  # upper and lower eyelid, facing each other
 MOUTH_CORNERS = (48, 54)
+EAR_LEVEL_OUTLINE = (0, 16)  # the face outline's first and last points, beside the ears: rigid to the skull

@@ -48,14 +48,19 @@ def mouth_patches(crops: np.ndarray, landmarks: np.ndarray, radius: int = RADIUS
     return patches
 
 
-def occlusion_scores(patches: np.ndarray) -> np.ndarray:
-    """(N, L, D) unit patches of one actor -> (N,) scores in [0, 2]: mean 1 - correlation with the
-    per-landmark median patch."""
-    if len(patches) == 0:
-        return np.zeros(0, dtype=np.float32)
+def mouth_reference(patches: np.ndarray) -> np.ndarray:
+    """(L, D) the per-landmark median of (N, L, D) unit patches, renormalised: one person's lips."""
     step = max(1, len(patches) // MAX_REFERENCE)
     reference = np.median(patches[::step], axis=0)
-    reference /= np.linalg.norm(reference, axis=-1, keepdims=True) + 1e-6
+    return reference / (np.linalg.norm(reference, axis=-1, keepdims=True) + 1e-6)
+
+
+def occlusion_scores(patches: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """(N, L, D) unit patches of one person -> (N,) scores in [0, 2]: mean 1 - correlation with the
+    per-landmark `reference` (default: their own median patch, `mouth_reference`)."""
+    if len(patches) == 0:
+        return np.zeros(0, dtype=np.float32)
+    reference = mouth_reference(patches) if reference is None else reference
     return (1.0 - (patches * reference).sum(-1)).mean(-1).astype(np.float32)
 
 

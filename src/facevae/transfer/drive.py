@@ -15,6 +15,14 @@ expression does, so the modes here take those cues away step by step:
   the driver's pixels are not used at all;
 - `blend`: w * landmark + (1 - w) * relative.
 
+Two guards come first (decision 052). In `relative`, `landmark` and `blend` the driver's head pose
+beyond her footage's range of it is taken out of the offsets (`transfer.pose`, facevae.transfer.pose):
+a stranger's head turn she never made sends the code where her decoder paints ghosts. And in every
+mode but `seed` a face whose mouth is covered (a hand: extraction's occlusion score against the
+driver's own lips in the neutral window, with the thresholds that flagged her frames) holds the code
+of the last face that was not (`transfer.occluded: hold`): the pixels and landmarks of a covered
+mouth are guesses.
+
 Every mode but `seed` then pulls each code part of the way (`transfer.snap`) toward the mean of
 its `transfer.snap_k` nearest codes of the actor's own training frames (`snap_to_codes`): driven
 codes drift between and beyond her frames, where the decoder draws soft, averaged faces
@@ -22,7 +30,7 @@ codes drift between and beyond her frames, where the decoder draws soft, average
 as well). With `transfer.snap_ramp` the pull grows with the code's distance from her footage, up to
 `transfer.snap_far` of the way at her range limit (`ramped_snap`: no ghosts beyond it). Last, it
 smooths the latent sequence with a one-euro style filter whose lag is bounded by
-`transfer.smooth_lag` frames (`smooth_latents`).
+`transfer.smooth_lag` frames (`footage.smooth_latents`).
 
 A clip is processed by a `DriveSession` in chunks, in time order: the first chunk (at least
 `transfer.neutral_window` faces, or what there is) picks the driver's neutral frame (closest to
@@ -49,6 +57,7 @@ import numpy as np
 
 from facevae.core.config import TransferConfig
 from facevae.core.errors import FaceVAEError
+from facevae.faces.occlusion import hysteresis, mouth_patches, mouth_reference, occlusion_scores
 from facevae.transfer.fit import (
     TransferAssets,
     colour_stats,
@@ -60,48 +69,18 @@ from facevae.transfer.fit import (
 )
 from facevae.transfer.footage import (
     Footage,
+    LatentSmoother,
     footage_distance,
     footage_neighbours,
     ramped_snap,
     snap_to_codes,
 )
+from facevae.transfer.pose import POSE_KEYS, PoseFilter
 
 MODES = ("seed", "normalised", "relative", "landmark", "blend")
 
 NEEDS_HEAD = frozenset({"landmark", "blend"})
 
-
-class LatentSmoother:
-    """One-euro style filter in frame units with a hard lag bound.
-
-    Each step is an EMA z_hat += a * (z - z_hat) with a = 1 / (1 + L / (1 + beta * speed)),
-    speed = |smoothed first difference| per dimension. On a steady ramp an EMA lags (1 - a) / a
-    = L / (1 + beta * speed) <= L frames: `lag` bounds the delay, fast moves shorten it, still
-    frames get the full smoothing. lag 0 passes codes through."""
-
-    def __init__(self, lag: float, beta: float = 0.0, derivative_alpha: float = 0.5):
-        self.lag, self.beta, self.d_alpha = float(lag), float(beta), derivative_alpha
-        self.value: np.ndarray | None = None
-        self.speed: np.ndarray | None = None
-
-    def __call__(self, z: np.ndarray) -> np.ndarray:
-        z = np.asarray(z, dtype=np.float32)
-        if self.lag <= 0:
-            return z
-        out = np.empty_like(z)
-        for i, zi in enumerate(z):
-            if self.value is None:
-                self.value, self.speed = zi.copy(), np.zeros_like(zi)
-            else:
-                self.speed += self.d_alpha * (np.abs(zi - self.value) - self.speed)
-                a = 1.0 / (1.0 + self.lag / (1.0 + self.beta * self.speed))
-                self.value = self.value + a * (zi - self.value)
-            out[i] = self.value
-        return out
-
-
-def smooth_latents(z: np.ndarray, lag: float, beta: float = 0.0) -> np.ndarray:
-    return LatentSmoother(lag, beta)(z)
 
 # ---- driving --------------------------------------------------------------------------------------
 
@@ -136,6 +115,10 @@ class DriveSession:
         self.requested: list[np.ndarray] = []  # per chunk, with snap_ramp: each code's footage distance before the snap
         self.nearest: list[np.ndarray] = []
         self.offset_squares = (0.0, 0)  # gain_rule matched: sum of squared offsets driven so far, and their count
+        self.pose_filter: PoseFilter | None = None
+        self.lips: np.ndarray | None = None  # the driver's own mouth patches (occlusion reference)
+        self.last_clean: np.ndarray | None = None  # the code of the last face whose mouth was not covered
+        self.covered_faces = 0  # faces so far whose mouth was covered (each held the last uncovered face)
 
     @property
     def range_limit(self) -> float | None:
@@ -170,7 +153,37 @@ class DriveSession:
         self.driver_stats = colour_stats(crops, masks)
         if self.mode in ("relative", "blend"):
             self.driver_neutral_z = self.encode_normalised(crops[ni : ni + 1], landmarks[ni : ni + 1])[0]
+        info = self.assets.info
+        if self.mode in ("relative", "landmark", "blend") and self.cfg.pose != "keep" and all(k in info for k in POSE_KEYS):
+            self.pose_filter = PoseFilter(self.assets.neutral_landmarks, info, self.driver_neutral_lm,
+                                          self.cfg.pose_smooth_lag, window, self.cfg.pose_ridge,
+                                          full=self.cfg.pose == "remove")
+        if self.cfg.occluded == "hold" and "occlusion_high" in info:
+            self.lips = mouth_reference(mouth_patches(crops, landmarks))
         self.started = True
+
+    def covered(self, crops: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """(N,) bool: the face's mouth is covered (`transfer.occluded: hold`; all False otherwise)."""
+        if self.lips is None:
+            return np.zeros(len(crops), bool)
+        scores = occlusion_scores(mouth_patches(crops, landmarks), self.lips)
+        return hysteresis(scores, self.assets.info["occlusion_high"], self.assets.info["occlusion_low"])
+
+    def hold(self, z: np.ndarray, covered: np.ndarray) -> np.ndarray:
+        """Each covered face takes the code of the last face that was not (her neutral code before any)."""
+        if not covered.any():
+            self.last_clean = z[-1].copy() if len(z) else self.last_clean
+            return z
+        self.covered_faces += int(covered.sum())
+        z = z.copy()
+        last = self.assets.neutral_mu if self.last_clean is None else self.last_clean
+        for i in range(len(z)):
+            if covered[i]:
+                z[i] = last
+            else:
+                last = z[i]
+        self.last_clean = last.copy()
+        return z
 
     def normalise(self, crops: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         a, cfg = self.assets, self.cfg
@@ -184,17 +197,34 @@ class DriveSession:
     def encode_normalised(self, crops: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         return self.model.encode(self.normalise(crops, landmarks))
 
-    def latents(self, crops: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    def offsets(self, crops: np.ndarray, landmarks: np.ndarray, covered: np.ndarray) -> list[np.ndarray]:
+        """The driver's offsets from his neutral frame in her latent space: the encoder's (relative,
+        blend) and the landmark head's (landmark, blend), each (N, D), the pose beyond hers taken out."""
+        a = self.assets
+        offsets = []
+        if self.mode in ("relative", "blend"):
+            offsets.append(self.encode_normalised(crops, landmarks) - self.driver_neutral_z)
+        if self.mode in ("landmark", "blend"):
+            offsets.append(a.head(geometry(landmarks, self.driver_neutral_lm)) - a.head.bias)
+        if self.pose_filter is None:
+            return offsets
+        joint = self.pose_filter(np.concatenate(offsets, axis=1), landmarks, fit_rows=~covered)
+        return np.split(joint, len(offsets), axis=1)
+
+    def latents(self, crops: np.ndarray, landmarks: np.ndarray, covered: np.ndarray | None = None) -> np.ndarray:
+        covered = np.zeros(len(crops), bool) if covered is None else covered
+        return self.hold(self.driven(crops, landmarks, covered), covered)
+
+    def driven(self, crops: np.ndarray, landmarks: np.ndarray, covered: np.ndarray) -> np.ndarray:
         a, cfg = self.assets, self.cfg
         if self.mode == "normalised":
             return self.encode_normalised(crops, landmarks)
+        offsets = iter(self.offsets(crops, landmarks, covered))
         parts = []
         if self.mode in ("relative", "blend"):
-            delta = self.encode_normalised(crops, landmarks) - self.driver_neutral_z
-            parts.append(a.neutral_mu + cfg.relative_gain * delta)
+            parts.append(a.neutral_mu + cfg.relative_gain * next(offsets))
         if self.mode in ("landmark", "blend"):
-            z = a.head(geometry(landmarks, self.driver_neutral_lm))
-            parts.append(a.head.bias + cfg.landmark_gain * (z - a.head.bias))
+            parts.append(a.head.bias + cfg.landmark_gain * next(offsets))
         if self.mode == "blend":
             if cfg.snap_parts:
                 parts = [snap_to_codes(part, a.codes, cfg.snap, cfg.snap_k) for part in parts]
@@ -240,7 +270,7 @@ class DriveSession:
         landmarks = np.asarray(landmarks, dtype=np.float64).reshape(len(crops), 68, 2)
         if not self.started:
             self.start(crops, landmarks)
-        z = self.smoother(self.snap(self.latents(crops, landmarks)))
+        z = self.smoother(self.snap(self.latents(crops, landmarks, self.covered(crops, landmarks))))
         if self.range_limit is not None:
             distance, nearest = footage_neighbours(z, self.assets.codes, int(self.assets.info["range_k"]))
             if not self.keep_history:

@@ -16,6 +16,7 @@ from facevae.data.dataset import SPLITS, clean_rows, open_dataset
 from facevae.faces.align import template_in_crop
 from facevae.faces.landmarks import BROWS, EYES, MOUTH
 from facevae.transfer.footage import footage_range
+from facevae.transfer.pose import pose_range
 
 RIDGE_ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
 
@@ -201,10 +202,14 @@ class TransferAssets:
         )  # fmt: skip
 
 
-def fit_transfer(model, images: np.ndarray, landmarks: np.ndarray, val: np.ndarray, cfg: TransferConfig) -> TransferAssets:
-    """The actor's colour statistics, neutral frame and landmark head from their own frames.
+def fit_transfer(model, images: np.ndarray, landmarks: np.ndarray, val: np.ndarray, cfg: TransferConfig,
+                 occlusion: tuple[float, float] | None = None) -> TransferAssets:
+    """The actor's colour statistics, neutral frame, landmark head and range of head pose from their
+    own frames.
 
-    `model` is an ActorModel (or anything with encode); `val` marks held-out rows (ridge alpha)."""
+    `model` is an ActorModel (or anything with encode); `val` marks held-out rows (ridge alpha);
+    `occlusion`: the (high, low) mouth occlusion thresholds that flagged her frames, kept for judging
+    a driver's (extract.max_occlusion, extract.occlusion_low)."""
     images = np.asarray(images)
     landmarks = np.asarray(landmarks, dtype=np.float64)
     size = images.shape[1]
@@ -228,6 +233,9 @@ def fit_transfer(model, images: np.ndarray, landmarks: np.ndarray, val: np.ndarr
     codes = (mu[train] if train.any() else mu).astype(np.float32)
     if train.any():
         info.update(footage_range(mu[~train], codes, cfg.snap_k))
+    info.update(pose_range(landmarks[(train if train.any() else has_lm) & has_lm]))
+    if occlusion is not None:
+        info.update(occlusion_high=occlusion[0], occlusion_low=occlusion[1])
     frames = stored_frames(images[train] if train.any() else images, cfg.stored_frames)
     return TransferAssets(lab_mean, lab_std, images[ni].copy(), landmarks[ni].astype(np.float32), mu[ni], head, info,
                           codes, frames)
@@ -240,7 +248,7 @@ def stored_frames(frames: np.ndarray, limit: int) -> np.ndarray | None:
     return np.ascontiguousarray(frames[spread(len(frames), limit)])
 
 
-def fit_transfer_from_dataset(model, data, cfg: TransferConfig) -> TransferAssets:
+def fit_transfer_from_dataset(model, data, cfg: TransferConfig, occlusion: tuple[float, float] | None = None) -> TransferAssets:
     """`fit_transfer` on the frames of an actor's HDF5 dataset (val frames choose the ridge alpha).
 
     Frames with a masked occluder (`occluded:mouth`) are left out: a hand in the crop moves the
@@ -256,7 +264,7 @@ def fit_transfer_from_dataset(model, data, cfg: TransferConfig) -> TransferAsset
         clean = clean_rows(h5)
     if not clean.any():
         raise FaceVAEError("every frame has a masked region: no clean face to fit the driving modes on", data)
-    return fit_transfer(model, images[clean], landmarks[clean], val[clean], cfg)
+    return fit_transfer(model, images[clean], landmarks[clean], val[clean], cfg, occlusion)
 
 
 def add_footage_range(model, val_images: np.ndarray, k: int) -> bool:

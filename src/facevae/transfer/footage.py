@@ -10,6 +10,39 @@ import numpy as np
 # ---- snap and smoothing ---------------------------------------------------------------------------
 
 
+class LatentSmoother:
+    """One-euro style filter in frame units with a hard lag bound.
+
+    Each step is an EMA z_hat += a * (z - z_hat) with a = 1 / (1 + L / (1 + beta * speed)),
+    speed = |smoothed first difference| per dimension. On a steady ramp an EMA lags (1 - a) / a
+    = L / (1 + beta * speed) <= L frames: `lag` bounds the delay, fast moves shorten it, still
+    frames get the full smoothing. lag 0 passes codes through."""
+
+    def __init__(self, lag: float, beta: float = 0.0, derivative_alpha: float = 0.5):
+        self.lag, self.beta, self.d_alpha = float(lag), float(beta), derivative_alpha
+        self.value: np.ndarray | None = None
+        self.speed: np.ndarray | None = None
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        z = np.asarray(z, dtype=np.float32)
+        if self.lag <= 0:
+            return z
+        out = np.empty_like(z)
+        for i, zi in enumerate(z):
+            if self.value is None:
+                self.value, self.speed = zi.copy(), np.zeros_like(zi)
+            else:
+                self.speed += self.d_alpha * (np.abs(zi - self.value) - self.speed)
+                a = 1.0 / (1.0 + self.lag / (1.0 + self.beta * self.speed))
+                self.value = self.value + a * (zi - self.value)
+            out[i] = self.value
+        return out
+
+
+def smooth_latents(z: np.ndarray, lag: float, beta: float = 0.0) -> np.ndarray:
+    return LatentSmoother(lag, beta)(z)
+
+
 def nearest_indices(queries: np.ndarray, table: np.ndarray, k: int, chunk: int = 256) -> np.ndarray:
     """(N, k) row indices of `table` nearest (Euclidean) to each query, in no particular order.
 
