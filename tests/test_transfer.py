@@ -452,6 +452,8 @@ def test_reconstruct_counts_the_faces_whose_covered_mouth_was_held(faces, model,
     actor = ActorModel(model.vae, model.crop)
     actor.transfer = fit_transfer(actor, *faces, val, CFG, occlusion=(0.28, 0.16))
     summary = reconstruct_video(actor, clip, tmp_path / "out.mp4", ExtractConfig(), progress=False, mode="blend",
-                                transfer_cfg=CFG, batch=4)
+                                transfer_cfg=CFG, batch=4, save_arrays=tmp_path / "out.npz")
     assert summary.with_face == 12 and summary.covered == 3
     assert "3 faces with a covered mouth held the last uncovered face" in summary.describe()
+    with np.load(tmp_path / "out.npz") as saved:
+        np.testing.assert_array_equal(saved["covered"], np.isin(np.arange(12), [6, 7, 8]))

@@ -260,6 +260,16 @@ def plausibility_arrays(scores: np.ndarray | None, found: list[bool]) -> dict[st
     return {"plausibility": column}
 
 
+def covered_arrays(covered: np.ndarray | None, found: list[bool]) -> dict[str, np.ndarray]:
+    """--save-arrays' `covered` column: the face's mouth was covered and it held the last uncovered
+    face (False without a face); none where the hold is off."""
+    if covered is None:
+        return {}
+    column = np.zeros(len(found), dtype=bool)
+    column[np.asarray(found, dtype=bool)] = covered
+    return {"covered": column}
+
+
 def footage_arrays(footage: Footage | None, found: list[bool]) -> dict[str, np.ndarray]:
     """--save-arrays' per-frame footage columns: `footage_distance` (NaN without a face),
     `beyond_range` and the scalar `range_limit`; none where the range is not measured."""
@@ -340,7 +350,8 @@ def reconstruct_video(
         footage = session.footage()
         if arrays_tmp is not None:
             write_npz(arrays_tmp, **batcher.arrays(), **footage_arrays(footage, batcher.found_rows),
-                      **plausibility_arrays(batcher.face_scores(), batcher.found_rows), fps=np.float64(info.fps))
+                      **plausibility_arrays(batcher.face_scores(), batcher.found_rows),
+                      **covered_arrays(session.covered_flags(), batcher.found_rows), fps=np.float64(info.fps))
         if collector is not None:
             with atomic_path(gaps) as gaps_tmp:
                 collector.png(gaps_tmp, video.name, session.mode, footage, nearest_actor_faces(model))

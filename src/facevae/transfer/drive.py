@@ -119,6 +119,7 @@ class DriveSession:
         self.lips: np.ndarray | None = None  # the driver's own mouth patches (occlusion reference)
         self.last_clean: np.ndarray | None = None  # the code of the last face whose mouth was not covered
         self.covered_faces = 0  # faces so far whose mouth was covered (each held the last uncovered face)
+        self.covered_chunks: list[np.ndarray] = []  # per chunk (the latest only without keep_history): covered flags
 
     @property
     def range_limit(self) -> float | None:
@@ -168,6 +169,12 @@ class DriveSession:
             return np.zeros(len(crops), bool)
         scores = occlusion_scores(mouth_patches(crops, landmarks), self.lips)
         return hysteresis(scores, self.assets.info["occlusion_high"], self.assets.info["occlusion_low"])
+
+    def covered_flags(self) -> np.ndarray | None:
+        """(N,) bool: which faces driven so far had a covered mouth (held); None where the hold is off."""
+        if self.lips is None:
+            return None
+        return np.concatenate(self.covered_chunks) if self.covered_chunks else np.zeros(0, bool)
 
     def hold(self, z: np.ndarray, covered: np.ndarray) -> np.ndarray:
         """Each covered face takes the code of the last face that was not (her neutral code before any)."""
@@ -270,7 +277,9 @@ class DriveSession:
         landmarks = np.asarray(landmarks, dtype=np.float64).reshape(len(crops), 68, 2)
         if not self.started:
             self.start(crops, landmarks)
-        z = self.smoother(self.snap(self.latents(crops, landmarks, self.covered(crops, landmarks))))
+        covered = self.covered(crops, landmarks)
+        self.covered_chunks = [*self.covered_chunks, covered] if self.keep_history else [covered]
+        z = self.smoother(self.snap(self.latents(crops, landmarks, covered)))
         if self.range_limit is not None:
             distance, nearest = footage_neighbours(z, self.assets.codes, int(self.assets.info["range_k"]))
             if not self.keep_history:
