@@ -25,7 +25,8 @@ from facevae.evaluation.scoring import OutputFaceReader, actor_reference, evalua
 from facevae.evaluation.stage import load_clip
 from facevae.transfer.actor import ActorModel
 from facevae.transfer.drive import ClipTranslator
-from facevae.transfer.pose import POSE_KEYS, pose_range
+from facevae.transfer.fit import guard_info
+from facevae.transfer.pose import POSE_KEYS
 
 KEYS = ("plausible", "expression_r", "expression_r_within", "within_footage", "expression_gain", "sharpness", "jitter",
         "identity_pass", "in_range")
@@ -43,8 +44,8 @@ def main() -> None:
     train = read_split(data, "train", clean_only=True)
     info = model.transfer.info
     if not all(k in info for k in POSE_KEYS):  # a model file from before decision 052: fit as the train stage does
-        info.update(pose_range(read_split(data, "train", clean_only=True, field="landmarks")))
-        info.update(occlusion_high=params.extract.max_occlusion, occlusion_low=params.extract.occlusion_low)
+        info.update(guard_info(read_split(data, "train", clean_only=True, field="landmarks"),
+                               params.extract.occlusion_thresholds))
         print("added her pose range and the occlusion thresholds, as the train stage now stores them")
     expressions = FootageExpressions(read_split(data, "train", clean_only=True, field="landmarks"),
                                      params.transfer.neutral_window)

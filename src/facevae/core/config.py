@@ -84,6 +84,11 @@ class ExtractConfig(Section):
     save_crops: bool = True
     workers: int = Field(1, ge=1)  # videos extracted at once, each in its own process; the outputs do not change
 
+    @property
+    def occlusion_thresholds(self) -> tuple[float, float]:
+        """(high, low): the mouth occlusion hysteresis that flags her frames, and a driver's."""
+        return self.max_occlusion, self.occlusion_low
+
 
 class BuildConfig(Section):
     val_fraction: float = Field(0.15, ge=0.0, lt=1.0)

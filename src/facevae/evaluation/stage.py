@@ -35,7 +35,7 @@ def load_clip(path: Path, extract_cfg, actor: ActorModel, max_frames: int = 0) -
     if not faces.found.any():
         raise FaceVAEError("no face found in the driver clip", path)
     crops, landmarks = faces.face_crops, faces.face_landmarks
-    occluded = occluded_frames(crops, landmarks, extract_cfg.max_occlusion, extract_cfg.occlusion_low)
+    occluded = occluded_frames(crops, landmarks, *extract_cfg.occlusion_thresholds)
     return DriverClip(Path(path).name, crops, landmarks, faces.face_frames, occluded)
 
 
@@ -48,8 +48,7 @@ def run_evaluation(model_dir: Path, data: Path, drivers: list[Path], params, out
     train_images, val_images = read_split(data, "train", clean_only=True), read_split(data, "val", clean_only=True)
     if actor.transfer is None:  # a model file from before the driving modes: fit them here
 
-        actor.transfer = fit_transfer_from_dataset(actor, data, params.transfer,
-                                                   (params.extract.max_occlusion, params.extract.occlusion_low))
+        actor.transfer = fit_transfer_from_dataset(actor, data, params.transfer, params.extract.occlusion_thresholds)
     elif "range_limit" not in actor.transfer.info:  # trained before the footage range was stored
 
         add_footage_range(actor, val_images, params.transfer.snap_k)

@@ -91,7 +91,9 @@ def lower_face_mask(landmarks: np.ndarray, size: int, margin: float = 0.1) -> np
     return np.repeat(keep[:, :, None], size, axis=2).astype(np.uint8)
 
 
-def occluded_frames(crops: np.ndarray, landmarks: np.ndarray, high: float, low: float) -> np.ndarray:
-    """(N,) flags of one clip's face frames (time order), scored against the clip's own median
-    mouth: how a driver clip's covered frames are found."""
-    return hysteresis(occlusion_scores(mouth_patches(crops, landmarks)), high, low)
+def occluded_frames(crops: np.ndarray, landmarks: np.ndarray, high: float, low: float,
+                    reference: np.ndarray | None = None) -> np.ndarray:
+    """(N,) flags of one clip's face frames (time order), scored against `reference` (mouth_reference
+    of the person's lips; default: the clip's own median mouth): how a driver clip's covered frames
+    are found."""
+    return hysteresis(occlusion_scores(mouth_patches(crops, landmarks), reference), high, low)

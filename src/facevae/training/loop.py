@@ -792,8 +792,8 @@ def fit_transfer_payload(model: VAE, data: Path, params: Params, crop: dict[str,
     trained model and the actor's own frames; stored in model.pt."""
 
     geometry = CropGeometry(**crop) if crop else CropGeometry(params.model.image_size, params.extract.coverage)
-    occlusion = (params.extract.max_occlusion, params.extract.occlusion_low)
-    return fit_transfer_from_dataset(ActorModel(model, geometry), data, params.transfer, occlusion).to_payload()
+    return fit_transfer_from_dataset(ActorModel(model, geometry), data, params.transfer,
+                                     params.extract.occlusion_thresholds).to_payload()
 
 
 def final_metrics(history: list[dict[str, float]], cfg: ModelConfig) -> dict[str, Any]:

@@ -57,7 +57,7 @@ import numpy as np
 
 from facevae.core.config import TransferConfig
 from facevae.core.errors import FaceVAEError
-from facevae.faces.occlusion import hysteresis, mouth_patches, mouth_reference, occlusion_scores
+from facevae.faces.occlusion import mouth_patches, mouth_reference, occluded_frames
 from facevae.transfer.fit import (
     TransferAssets,
     colour_stats,
@@ -167,8 +167,8 @@ class DriveSession:
         """(N,) bool: the face's mouth is covered (`transfer.occluded: hold`; all False otherwise)."""
         if self.lips is None:
             return np.zeros(len(crops), bool)
-        scores = occlusion_scores(mouth_patches(crops, landmarks), self.lips)
-        return hysteresis(scores, self.assets.info["occlusion_high"], self.assets.info["occlusion_low"])
+        info = self.assets.info
+        return occluded_frames(crops, landmarks, info["occlusion_high"], info["occlusion_low"], self.lips)
 
     def covered_flags(self) -> np.ndarray | None:
         """(N,) bool: which faces driven so far had a covered mouth (held); None where the hold is off."""
@@ -178,19 +178,15 @@ class DriveSession:
 
     def hold(self, z: np.ndarray, covered: np.ndarray) -> np.ndarray:
         """Each covered face takes the code of the last face that was not (her neutral code before any)."""
-        if not covered.any():
-            self.last_clean = z[-1].copy() if len(z) else self.last_clean
+        if not len(z):
             return z
-        self.covered_faces += int(covered.sum())
-        z = z.copy()
-        last = self.assets.neutral_mu if self.last_clean is None else self.last_clean
-        for i in range(len(z)):
-            if covered[i]:
-                z[i] = last
-            else:
-                last = z[i]
-        self.last_clean = last.copy()
-        return z
+        before = self.assets.neutral_mu if self.last_clean is None else self.last_clean
+        # row 0: the code from before this chunk; row i + 1: face i
+        codes = np.concatenate([np.asarray(before, z.dtype)[None], z])
+        source = np.maximum.accumulate(np.where(covered, 0, np.arange(1, len(z) + 1)))
+        held = codes[source]
+        self.last_clean = held[-1].copy()
+        return held
 
     def normalise(self, crops: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         a, cfg = self.assets, self.cfg
@@ -279,6 +275,7 @@ class DriveSession:
             self.start(crops, landmarks)
         covered = self.covered(crops, landmarks)
         self.covered_chunks = [*self.covered_chunks, covered] if self.keep_history else [covered]
+        self.covered_faces += int(covered.sum())
         z = self.smoother(self.snap(self.latents(crops, landmarks, covered)))
         if self.range_limit is not None:
             distance, nearest = footage_neighbours(z, self.assets.codes, int(self.assets.info["range_k"]))

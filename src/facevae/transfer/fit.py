@@ -233,12 +233,19 @@ def fit_transfer(model, images: np.ndarray, landmarks: np.ndarray, val: np.ndarr
     codes = (mu[train] if train.any() else mu).astype(np.float32)
     if train.any():
         info.update(footage_range(mu[~train], codes, cfg.snap_k))
-    info.update(pose_range(landmarks[(train if train.any() else has_lm) & has_lm]))
-    if occlusion is not None:
-        info.update(occlusion_high=occlusion[0], occlusion_low=occlusion[1])
+    info.update(guard_info(landmarks[(train if train.any() else has_lm) & has_lm], occlusion))
     frames = stored_frames(images[train] if train.any() else images, cfg.stored_frames)
     return TransferAssets(lab_mean, lab_std, images[ni].copy(), landmarks[ni].astype(np.float32), mu[ni], head, info,
                           codes, frames)
+
+
+def guard_info(landmarks: np.ndarray, occlusion: tuple[float, float] | None) -> dict[str, float]:
+    """What the driving guards read from model.pt: her range of head pose (from her training frames'
+    landmarks) and the (high, low) occlusion thresholds that flagged her frames (none when not given)."""
+    info = pose_range(landmarks)
+    if occlusion is not None:
+        info.update(occlusion_high=occlusion[0], occlusion_low=occlusion[1])
+    return info
 
 
 def stored_frames(frames: np.ndarray, limit: int) -> np.ndarray | None:
