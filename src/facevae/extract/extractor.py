@@ -596,10 +596,16 @@ WORKER_DIED = "a worker process died (killed, or out of memory) before this vide
 
 
 def submitted(pool: ProcessPoolExecutor, path: Path, part: Path, cfg: ExtractConfig):
-    """The video's future; a worker may already have died while the videos were being handed out."""
+    """The video's future; a worker may already have died while the videos were being handed out.
+    Python 3.11 says so as BrokenProcessPool, or, when the death is noticed while submit is starting
+    a new worker, as OSError("handle is closed") from the queue the executor has just closed."""
     try:
         return pool.submit(video_job, path, part, cfg, False)
     except BrokenProcessPool as exc:
+        raise FaceVAEError(WORKER_DIED, path) from exc
+    except OSError as exc:
+        if not getattr(pool, "_broken", False):  # another OSError (no more processes, ...) stays itself
+            raise
         raise FaceVAEError(WORKER_DIED, path) from exc
 
 
